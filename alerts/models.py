@@ -1,0 +1,330 @@
+"""Stop Press data model.
+
+Subscribers and their consent evidence; alerts and the per-batch, per-recipient
+ledger of their sending; the suppression list every send respects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+
+class Topic(models.Model):
+    name = models.CharField(max_length=60, unique=True)
+    slug = models.SlugField(max_length=60, unique=True)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Wording(models.Model):
+    """Immutable text shown to a reader when consent was asked: a form heading, a
+    checkbox label or a privacy notice. Consent events point at the exact version."""
+
+    class Kind(models.TextChoices):
+        ALERTS = "alerts", "Breaking-news alerts wording"
+        MARKETING = "marketing", "Marketing checkbox label"
+        PRIVACY = "privacy", "Privacy notice"
+        PREFERENCES = "preferences", "Preference centre wording"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    version = models.CharField(max_length=40, blank=True)
+    text = models.TextField()
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.version or self.digest[:8]}"
+
+    @staticmethod
+    def digest_for(kind: str, version: str, text: str) -> str:
+        return hashlib.sha256(f"{kind}\0{version}\0{text}".encode()).hexdigest()
+
+
+class Subscriber(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending confirmation"
+        CONFIRMED = "confirmed", "Confirmed"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+
+    class Frequency(models.TextChoices):
+        IMMEDIATE = "immediate", "As it happens"
+        DAILY = "daily", "Daily digest"
+        WEEKLY = "weekly", "Weekly digest"
+
+    # Normalised at signup (lower-cased domain, IDNA). Unique regardless of case, so
+    # concurrent signups of one address can only ever create one row.
+    email = models.EmailField(max_length=254)
+    # Keyed hash of the address: joins against the suppression list without it ever
+    # needing the plaintext, and survives erasure there.
+    email_hmac = models.CharField(max_length=64, db_index=True, editable=False)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    marketing_consent = models.BooleanField(default=False)
+    frequency = models.CharField(
+        max_length=10, choices=Frequency.choices, default=Frequency.IMMEDIATE
+    )
+    # Empty means every topic.
+    topics = models.ManyToManyField(Topic, blank=True, related_name="subscribers")
+    time_zone = models.CharField(max_length=64, blank=True)
+    source = models.CharField(max_length=20, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    last_digest_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="subscriber_unique_email"),
+        ]
+        indexes = [
+            # The fan-out walks confirmed subscribers in id order.
+            models.Index(
+                fields=["id"],
+                name="subscriber_confirmed_id",
+                condition=Q(status="confirmed"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def is_deliverable(self) -> bool:
+        return self.status == self.Status.CONFIRMED
+
+    def mark_confirmed(self) -> None:
+        self.status = self.Status.CONFIRMED
+        self.confirmed_at = timezone.now()
+        self.unsubscribed_at = None
+
+    def mark_unsubscribed(self) -> None:
+        self.status = self.Status.UNSUBSCRIBED
+        self.unsubscribed_at = timezone.now()
+
+
+class ConsentEvent(models.Model):
+    """Append-only evidence: who consented to (or withdrew) what, when, how, and
+    exactly what they were shown."""
+
+    class Purpose(models.TextChoices):
+        ALERTS = "alerts", "Breaking-news emails"
+        MARKETING = "marketing", "Offers, events and updates"
+
+    class Action(models.TextChoices):
+        REQUESTED = "requested", "Requested (awaiting confirmation)"
+        GIVEN = "given", "Given"
+        CONFIRMED = "confirmed", "Confirmed"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+
+    class Source(models.TextChoices):
+        WEB = "web", "Web form"
+        EMBED = "embed", "Embedded form"
+        API = "api", "API"
+        IMPORT = "import", "Import"
+        ADMIN = "admin", "Admin"
+        EMAIL_LINK = "email_link", "Link in an email"
+        ONE_CLICK = "one_click", "One-click unsubscribe"
+        PREFERENCES = "preferences", "Preference centre"
+        PROVIDER = "provider", "Email provider event"
+
+    subscriber = models.ForeignKey(
+        Subscriber, on_delete=models.CASCADE, related_name="consent_events"
+    )
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    source = models.CharField(max_length=20, choices=Source.choices)
+    wording = models.ForeignKey(
+        Wording, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    privacy_notice = models.ForeignKey(
+        Wording, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=400, blank=True)
+    note = models.CharField(max_length=400, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_purpose_display()}: {self.get_action_display()}"
+
+
+class Alert(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SCHEDULED = "scheduled", "Scheduled"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+
+    headline = models.CharField(max_length=200)
+    standfirst = models.CharField(max_length=400, blank=True)
+    body = models.TextField(blank=True)
+    url = models.URLField("article URL", max_length=500, blank=True)
+    image_url = models.URLField("image URL", max_length=500, blank=True)
+    image_alt = models.CharField(max_length=200, blank=True)
+    topics = models.ManyToManyField(Topic, blank=True, related_name="alerts")
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.DRAFT, db_index=True
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+",
+    )
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Set when the fan-out has cut every batch; until then the sweeper re-enqueues it.
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
+    first_handoff_at = models.DateTimeField(null=True, blank=True)
+    last_handoff_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    audience_size = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("publish_alert", "Can publish, schedule and stop alerts")]
+
+    def __str__(self) -> str:
+        return self.headline
+
+
+class Batch(models.Model):
+    """One provider API call's worth of recipients: the eligible subscribers with ids
+    in [first_subscriber_id, last_subscriber_id] at publish time."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="batches")
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PENDING
+    )
+    first_subscriber_id = models.BigIntegerField()
+    last_subscriber_id = models.BigIntegerField()
+    planned_count = models.PositiveIntegerField(default=0)
+    sent_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    skipped_count = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    message_id = models.CharField(max_length=200, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["alert", "first_subscriber_id"], name="batch_unique_range"
+            )
+        ]
+        indexes = [models.Index(fields=["status", "lease_expires_at"])]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"Batch {self.pk} of alert {self.alert_id}"
+
+
+class Delivery(models.Model):
+    """The ledger: one row per recipient an alert was handed to the provider for."""
+
+    class Status(models.TextChoices):
+        SENT = "sent", "Handed to provider"
+        FAILED = "failed", "Refused"
+        DELIVERED = "delivered", "Delivered"
+        DEFERRED = "deferred", "Deferred"
+        BOUNCED = "bounced", "Bounced"
+        COMPLAINED = "complained", "Complained"
+        OPENED = "opened", "Opened"
+        CLICKED = "clicked", "Clicked"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    subscriber = models.ForeignKey(
+        Subscriber, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(max_length=20, choices=Status.choices)
+    message_id = models.CharField(max_length=200, blank=True, db_index=True)
+    sent_at = models.DateTimeField()
+    updated_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=400, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["alert", "subscriber"], name="delivery_once_per_alert"
+            )
+        ]
+        verbose_name_plural = "deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.alert_id} -> {self.subscriber_id}: {self.status}"
+
+
+class Suppression(models.Model):
+    """Addresses we must not mail, kept as a keyed hash so the entry can outlive the
+    subscriber's erasure."""
+
+    class Reason(models.TextChoices):
+        HARD_BOUNCE = "bounced", "Hard bounce"
+        SOFT_BOUNCES = "soft_bounces", "Repeated soft bounces"
+        COMPLAINT = "complained", "Spam complaint"
+        REFUSED = "refused", "Refused by provider"
+        ERASED = "erased", "Erased at the subscriber's request"
+        MANUAL = "manual", "Added by staff"
+
+    email_hmac = models.CharField(max_length=64, editable=False)
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    detail = models.CharField(max_length=400, blank=True)
+    event_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+",
+    )
+    lift_reason = models.CharField(max_length=400, blank=True)
+
+    class Meta:
+        constraints = [
+            # At most one active suppression per address.
+            models.UniqueConstraint(
+                fields=["email_hmac"],
+                condition=Q(lifted_at__isnull=True),
+                name="suppression_one_active",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()} ({self.email_hmac[:10]}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.lifted_at is None

@@ -1,0 +1,23 @@
+"""Per-address limits on the mail a form can make us send (list-bombing defence).
+
+Checked where the mail is sent, never in the response, so they reveal nothing about
+whether an address is known. Counters live in the cache's Redis database, not the
+broker's.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.cache import cache
+
+DAY = 24 * 3600
+
+
+def allow_confirmation_email(email_hmac: str) -> bool:
+    """True if one more confirmation may go to this address now (at most one per
+    CONFIRM_COOLDOWN_SECONDS and CONFIRM_DAILY_LIMIT per day); counts it if so."""
+    if not cache.add(f"confirm-cooldown:{email_hmac}", 1, timeout=settings.CONFIRM_COOLDOWN_SECONDS):
+        return False
+    day_key = f"confirm-day:{email_hmac}"
+    cache.add(day_key, 0, timeout=DAY)
+    return cache.incr(day_key) <= settings.CONFIRM_DAILY_LIMIT

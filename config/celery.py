@@ -1,0 +1,45 @@
+"""The Celery app: queues, routing and the beat schedule.
+
+Three queues, so that a breaking alert never waits behind anything else:
+
+- ``alerts``: fan-out and batch sends of breaking alerts. Production runs a worker
+  that consumes only this queue (``celery -A config worker -Q alerts``).
+- ``transactional``: confirmation and preference-link emails, small and urgent.
+- ``digests``: scheduled digests and housekeeping, which may take their time.
+
+The Redis ``visibility_timeout`` (settings.CELERY_VISIBILITY_TIMEOUT, 15 minutes) is
+how long an unacknowledged task stays hidden before Redis hands it to another worker.
+With late acknowledgement that is the delay before a SIGKILLed worker's batch is
+retried, so it is short enough to recover quickly and more than twice the hard task
+time limit, so a slow but live task is never run twice. We never use countdowns or
+ETAs longer than half of it: Redis would redeliver them early and they would run twice.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("config")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+app.conf.task_queues = (
+    Queue("alerts"),
+    Queue("transactional"),
+    Queue("digests"),
+)
+app.conf.task_default_queue = "transactional"
+app.conf.task_routes = {
+    "alerts.fan_out_alert": {"queue": "alerts"},
+    "alerts.send_batch": {"queue": "alerts"},
+    "alerts.send_confirmation": {"queue": "transactional"},
+    "alerts.send_preferences_link": {"queue": "transactional"},
+    "alerts.send_digest_batch": {"queue": "digests"},
+}
+app.conf.beat_schedule = {}
+
+app.autodiscover_tasks()

@@ -1,0 +1,257 @@
+"""Stop Press settings.
+
+Everything an operator changes comes from the environment (12-factor). Defaults are
+safe for production (DEBUG off, secure cookies, HSTS); `make run` switches on the
+development mode explicitly with DEBUG=1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+DEBUG: bool = env.bool("DEBUG", default=False)
+
+SECRET_KEY: str = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=1 for local development).")
+    SECRET_KEY = "dev-only-insecure-key-" + "x" * 40
+# Old keys keep already-mailed unsubscribe and preference links working after rotation.
+SECRET_KEY_FALLBACKS: list[str] = env.list("SECRET_KEY_FALLBACKS", default=[])
+
+ALLOWED_HOSTS: list[str] = env.list(
+    "ALLOWED_HOSTS", default=["localhost", "127.0.0.1"] if DEBUG else []
+)
+# Absolute base for links in emails, e.g. https://news.example.com
+SITE_URL: str = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "anymail",
+    "alerts",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_ratelimit.middleware.RatelimitMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "alerts.context_processors.publication",
+            ],
+        },
+    },
+]
+
+# --- Data stores -------------------------------------------------------------------
+# SQLite is the zero-setup default; production and the test suite use PostgreSQL.
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL: str = env.str("REDIS_URL", default="redis://127.0.0.1:6379").rstrip("/")
+# The broker uses Redis database 0; rate-limit counters and the cache use database 1,
+# so flushing or evicting cache keys can never touch queued tasks.
+_redis_base = REDIS_URL.rsplit("/", 1)[0] if REDIS_URL.count("/") > 2 else REDIS_URL
+CACHE_REDIS_URL: str = env.str("CACHE_REDIS_URL", default=f"{_redis_base}/1")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CACHE_REDIS_URL,
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="stoppress"),
+    }
+}
+
+# --- Auth, i18n, static ------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- Security: on by default, relaxed only by DEBUG -------------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Load balancers probe the health endpoint over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE: bool = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE: bool = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"  # the embeddable form view opts out explicitly
+
+# Embedded signup forms: only these origins may call the JSON endpoint from a browser.
+CORS_ALLOWED_ORIGINS: list[str] = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/.*$"
+# Origins allowed to put the signup form in an iframe (Content-Security-Policy frame-ancestors).
+EMBED_FRAME_ANCESTORS: list[str] = env.list("EMBED_FRAME_ANCESTORS", default=[])
+
+# --- Email -------------------------------------------------------------------------
+EMAIL_BACKEND: str = env.str(
+    "EMAIL_BACKEND",
+    default=(
+        "alerts.mail_backends.EmlFileBackend"
+        if DEBUG
+        else "django.core.mail.backends.smtp.EmailBackend"
+    ),
+)
+EMAIL_FILE_PATH: str = env.str("EMAIL_FILE_PATH", default=str(BASE_DIR / "var" / "mail"))
+EMAIL_HOST: str = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT: int = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER: str = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD: str = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS: bool = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT: int = env.int("EMAIL_TIMEOUT", default=30)
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="Breaking News <news@localhost>")
+SERVER_EMAIL: str = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+
+ANYMAIL = {
+    "MAILGUN_API_KEY": env.str("MAILGUN_API_KEY", default=""),
+    "MAILGUN_SENDER_DOMAIN": env.str("MAILGUN_SENDER_DOMAIN", default=""),
+    "MAILGUN_API_URL": env.str("MAILGUN_API_URL", default="https://api.mailgun.net/v3"),
+    "MAILGUN_WEBHOOK_SIGNING_KEY": env.str("MAILGUN_WEBHOOK_SIGNING_KEY", default=""),
+    "SENDGRID_API_KEY": env.str("SENDGRID_API_KEY", default=""),
+    "POSTMARK_SERVER_TOKEN": env.str("POSTMARK_SERVER_TOKEN", default=""),
+    "WEBHOOK_SECRET": env.list("ANYMAIL_WEBHOOK_SECRET", default=[]),
+    "REQUESTS_TIMEOUT": env.float("ANYMAIL_REQUESTS_TIMEOUT", default=30.0),
+}
+
+# --- The publication ---------------------------------------------------------------
+PUBLICATION_NAME: str = env.str("PUBLICATION_NAME", default="The Daily Courier")
+PUBLICATION_URL: str = env.str("PUBLICATION_URL", default=SITE_URL)
+PRIVACY_NOTICE_VERSION: str = env.str("PRIVACY_NOTICE_VERSION", default="2026-01")
+PRIVACY_NOTICE_TEXT: str = env.str(
+    "PRIVACY_NOTICE_TEXT",
+    default=(
+        "We use your email address only to send you the emails you asked for. "
+        "We keep a record of when and how you signed up, as the law requires. "
+        "Every email has a link to unsubscribe or change your preferences, "
+        "and you can ask us to send you or erase all we hold about you."
+    ),
+)
+# Where the reader's local time is unknown, digests follow the newsroom's clock.
+PUBLICATION_TIME_ZONE: str = env.str("PUBLICATION_TIME_ZONE", default="Europe/London")
+
+# --- Signup policy -----------------------------------------------------------------
+DOUBLE_OPT_IN: bool = env.bool("DOUBLE_OPT_IN", default=True)
+CONFIRM_TOKEN_MAX_AGE: int = env.int("CONFIRM_TOKEN_MAX_AGE", default=48 * 3600)
+SUBSCRIBER_LINK_MAX_AGE: int = env.int("SUBSCRIBER_LINK_MAX_AGE", default=400 * 24 * 3600)
+EMAIL_CHECK_DELIVERABILITY: bool = env.bool("EMAIL_CHECK_DELIVERABILITY", default=False)
+# Per-address confirmation cooldown (REFERENCE: 1 per 10 minutes, 3 per 24 hours).
+CONFIRM_COOLDOWN_SECONDS: int = env.int("CONFIRM_COOLDOWN_SECONDS", default=600)
+CONFIRM_DAILY_LIMIT: int = env.int("CONFIRM_DAILY_LIMIT", default=3)
+SIGNUP_RATE_PER_IP: str = env.str("SIGNUP_RATE_PER_IP", default="10/h")
+# "full" keeps IP and user agent with each consent event; "truncated" keeps the
+# network part of the IP only; "none" keeps neither.
+CONSENT_NETWORK_DATA: str = env.str("CONSENT_NETWORK_DATA", default="full")
+if CONSENT_NETWORK_DATA not in {"full", "truncated", "none"}:
+    raise ImproperlyConfigured("CONSENT_NETWORK_DATA must be full, truncated or none.")
+UNCONFIRMED_RETENTION_DAYS: int = env.int("UNCONFIRMED_RETENTION_DAYS", default=7)
+
+RATELIMIT_USE_CACHE = "default"
+# Behind a reverse proxy, the META key holding the client address
+# (e.g. HTTP_X_FORWARDED_FOR, whose first entry is used); unset means REMOTE_ADDR.
+RATELIMIT_IP_META_KEY: str | None = env.str("RATELIMIT_IP_META_KEY", default=None)
+RATELIMIT_VIEW = "alerts.views.rate_limited"
+
+# --- Celery ------------------------------------------------------------------------
+CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default=f"{_redis_base}/0")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_ALWAYS_EAGER: bool = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# A send task acknowledges only after it finishes, so a worker that dies mid-send
+# leaves its message to be redelivered; the database claim stops a double send.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Hard limit for any task; the visibility timeout is more than twice it, so Redis only
+# redelivers a task whose worker is really gone (see config/celery.py).
+CELERY_TASK_TIME_LIMIT: int = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_SOFT_TIME_LIMIT: int = CELERY_TASK_TIME_LIMIT - 30
+CELERY_VISIBILITY_TIMEOUT: int = env.int("CELERY_VISIBILITY_TIMEOUT", default=900)
+if CELERY_VISIBILITY_TIMEOUT < 2 * CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be at least twice the task time limit.")
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+# Pepper for keyed hashes of addresses (suppression list). Changing it makes existing
+# suppressions unmatchable, so it is not derived from SECRET_KEY, which rotates.
+EMAIL_HASH_KEY: str = env.str("EMAIL_HASH_KEY", default="")
+if not EMAIL_HASH_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("Set EMAIL_HASH_KEY (a long random secret that never rotates).")
+    EMAIL_HASH_KEY = "dev-only-email-hash-key"

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("alerts.urls")),
+]
+
+if settings.DEBUG:
+    urlpatterns += [path("dev/", include("alerts.dev_urls"))]

@@ -1,0 +1,229 @@
+"""The reader's signup form: what they see, what is stored, what is sent."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+from urllib.parse import urlsplit
+
+from alerts.models import ConsentEvent, Subscriber, Suppression, Wording
+from alerts.addresses import email_hmac
+from tests.factories import make_subscriber
+from tests.helpers import assert_email_contains, link_in
+
+pytestmark = pytest.mark.django_db
+
+SIGNUP = "/"
+
+
+@pytest.fixture(autouse=True)
+def eager_celery(settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+
+@pytest.fixture
+def post_signup(django_capture_on_commit_callbacks):
+    """POST the form as a reader would, running the after-commit email enqueue."""
+
+    def post(client, email="alice@example.com", **extra):
+        with django_capture_on_commit_callbacks(execute=True):
+            return client.post(SIGNUP, {"email": email, **extra}, REMOTE_ADDR="203.0.113.9",
+                               HTTP_USER_AGENT="Mozilla/5.0 (test)")
+
+    return post
+
+
+def test_the_signup_page_shows_the_newsroom_box(client):
+    page = client.get(SIGNUP).content.decode()
+    assert "Sign up to our free breaking news emails" in page
+    assert "I would like to be emailed about offers, events and updates from The Daily Courier" in page
+    assert "Read our privacy notice" in page
+    assert "SIGN UP" in page
+    assert 'name="marketing" id="id_marketing">' in page  # unticked by default
+
+
+def test_an_invalid_address_gets_the_message_and_keeps_the_text(client, post_signup, mailoutbox):
+    response = post_signup(client, email="not-an-address")
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert "Please enter a valid email address" in page
+    assert 'value="not-an-address"' in page
+    assert 'aria-invalid="true"' in page
+    assert Subscriber.objects.count() == 0
+    assert mailoutbox == []
+
+
+@pytest.mark.parametrize("raw", [
+    "alice@localhost", "Alice <alice@example.com>", "a@example.com, b@example.com",
+    "alice@example.com\r\nBcc: victim@example.com", "", "a" * 65 + "@example.com", "alice@exa mple.com",
+])
+def test_undeliverable_or_injected_addresses_are_refused(client, post_signup, raw, mailoutbox):
+    response = post_signup(client, email=raw)
+    assert response.status_code == 400
+    assert "Please enter a valid email address" in response.content.decode()
+    assert not Subscriber.objects.exists()
+    assert mailoutbox == []
+
+
+def test_signing_up_thanks_the_reader_and_sends_a_neutral_confirmation(client, post_signup, mailoutbox):
+    response = post_signup(client, email="  Alice@Example.COM ")
+    page = response.content.decode()
+    assert "Thanks for signing up to the breaking news emails" in page
+    assert "confirm" in page
+    subscriber = Subscriber.objects.get()
+    assert subscriber.email == "Alice@example.com"
+    assert subscriber.status == Subscriber.Status.PENDING
+    assert len(mailoutbox) == 1
+    message = mailoutbox[0]
+    assert message.to == ["Alice@example.com"]
+    assert message.subject == "Confirm your The Daily Courier breaking news emails"
+    assert_email_contains(message, "/confirm/")
+    assert "List-Unsubscribe" not in message.extra_headers
+
+
+def test_consent_is_recorded_with_wording_privacy_version_and_origin(client, post_signup):
+    post_signup(client, marketing="on")
+    events = list(ConsentEvent.objects.order_by("id"))
+    assert [(e.purpose, e.action, e.source) for e in events] == [
+        ("alerts", "requested", "web"), ("marketing", "given", "web"),
+    ]
+    marketing = events[1]
+    assert marketing.wording.kind == Wording.Kind.MARKETING
+    assert marketing.wording.text == (
+        "I would like to be emailed about offers, events and updates from The Daily Courier")
+    assert marketing.privacy_notice.version == "2026-01"
+    assert marketing.ip_address == "203.0.113.9"
+    assert marketing.user_agent == "Mozilla/5.0 (test)"
+
+
+def test_without_the_box_ticked_no_marketing_consent_is_recorded(client, post_signup):
+    post_signup(client)
+    assert not ConsentEvent.objects.filter(purpose="marketing").exists()
+
+
+def test_confirming_needs_a_post_and_records_the_confirmation(client, post_signup, mailoutbox):
+    post_signup(client, marketing="on")
+    link = link_in(mailoutbox[0].body, "/confirm/")
+    path = urlsplit(link).path
+    assert "Confirm" in client.get(path).content.decode()
+    assert Subscriber.objects.get().status == Subscriber.Status.PENDING  # GET changes nothing
+
+    page = client.post(path, REMOTE_ADDR="198.51.100.7").content.decode()
+    assert "You're subscribed" in page
+    subscriber = Subscriber.objects.get()
+    assert subscriber.status == Subscriber.Status.CONFIRMED
+    assert subscriber.marketing_consent is True
+    confirmed = subscriber.consent_events.filter(action="confirmed")
+    assert sorted(confirmed.values_list("purpose", flat=True)) == ["alerts", "marketing"]
+    assert {e.ip_address for e in confirmed} == {"198.51.100.7"}
+
+
+def test_confirming_twice_is_harmless(client, post_signup, mailoutbox):
+    post_signup(client)
+    path = urlsplit(link_in(mailoutbox[0].body, "/confirm/")).path
+    client.post(path)
+    again = client.post(path)
+    assert again.status_code == 200
+    assert "already subscribed" in again.content.decode()
+    assert ConsentEvent.objects.filter(action="confirmed").count() == 1
+
+
+def test_a_tampered_confirmation_link_changes_nothing(client, post_signup, mailoutbox):
+    post_signup(client)
+    path = urlsplit(link_in(mailoutbox[0].body, "/confirm/")).path
+    response = client.post(path.replace("/confirm/", "/confirm/x"))
+    assert response.status_code == 400
+    assert Subscriber.objects.get().status == Subscriber.Status.PENDING
+
+
+def test_an_expired_link_offers_a_new_one(client, post_signup, mailoutbox, monkeypatch, settings):
+    settings.CONFIRM_COOLDOWN_SECONDS = 1
+    post_signup(client)
+    path = urlsplit(link_in(mailoutbox[0].body, "/confirm/")).path
+    from alerts.tokens import confirm_tokens
+    import time
+
+    monkeypatch.setattr(confirm_tokens, "_now", lambda: time.time() + 49 * 3600)
+    page = client.post(path).content.decode()
+    assert "This link has expired" in page
+    assert Subscriber.objects.get().status == Subscriber.Status.PENDING
+    monkeypatch.undo()
+    from django.core.cache import cache
+
+    cache.clear()  # past the per-address cooldown
+    client.post(path + "resend/")
+    assert len(mailoutbox) == 2
+
+
+@pytest.mark.parametrize("state", ["new", "pending", "confirmed", "unsubscribed", "suppressed"])
+def test_every_kind_of_address_gets_the_same_answer(client, post_signup, state):
+    email = "known@example.com"
+    if state == "pending":
+        make_subscriber(email, status=Subscriber.Status.PENDING)
+    elif state == "confirmed":
+        make_subscriber(email)
+    elif state == "unsubscribed":
+        make_subscriber(email, status=Subscriber.Status.UNSUBSCRIBED)
+    elif state == "suppressed":
+        Suppression.objects.create(email_hmac=email_hmac(email), reason="complained")
+    response = post_signup(client, email=email)
+    reference = post_signup(client, email="someone-else@example.com")
+    assert response.status_code == reference.status_code == 200
+    assert response.content.decode().replace(email, "X") == \
+        reference.content.decode().replace("someone-else@example.com", "X")
+
+
+def test_a_pending_address_is_not_mail_bombed(client, post_signup, mailoutbox):
+    for _ in range(5):
+        post_signup(client, email="victim@example.com")
+    assert len(mailoutbox) == 1
+    assert Subscriber.objects.count() == 1
+
+
+def test_a_suppressed_address_is_never_mailed_from_the_form(client, post_signup, mailoutbox):
+    Suppression.objects.create(email_hmac=email_hmac("bounced@example.com"), reason="bounced")
+    post_signup(client, email="bounced@example.com")
+    assert mailoutbox == []
+    assert not Subscriber.objects.exists()
+
+
+def test_the_honeypot_looks_like_success_but_stores_and_sends_nothing(client, post_signup, mailoutbox):
+    response = post_signup(client, website="http://spam.example")
+    assert "Thanks for signing up" in response.content.decode()
+    assert not Subscriber.objects.exists()
+    assert mailoutbox == []
+
+
+def test_past_the_per_ip_limit_the_reader_gets_a_friendly_429(client, post_signup, settings):
+    settings.SIGNUP_RATE_PER_IP = "3/h"
+    codes = [post_signup(client, email=f"r{i}@example.com").status_code for i in range(4)]
+    assert codes == [200, 200, 200, 429]
+    assert "Please try again later" in post_signup(client).content.decode()
+
+
+def test_the_form_needs_a_csrf_token(client):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    assert strict.post(SIGNUP, {"email": "alice@example.com"}).status_code == 403
+    assert not Subscriber.objects.exists()
+
+
+def test_single_opt_in_confirms_at_once(client, post_signup, settings, mailoutbox):
+    settings.DOUBLE_OPT_IN = False
+    post_signup(client)
+    assert Subscriber.objects.get().status == Subscriber.Status.CONFIRMED
+    assert mailoutbox == []
+
+
+def test_a_mistyped_common_domain_gets_a_suggestion_without_blocking(client, post_signup):
+    page = post_signup(client, email="alice@gmial.com").content.decode()
+    assert "Thanks for signing up" in page
+    assert "Did you mean alice@gmail.com?" in page
+    assert Subscriber.objects.filter(email="alice@gmial.com").exists()
+
+
+def test_the_privacy_notice_page_shows_the_configured_text(client, settings):
+    settings.PRIVACY_NOTICE_TEXT = "We keep your address safe."
+    page = client.get(reverse("alerts:privacy")).content.decode()
+    assert "We keep your address safe." in page

@@ -1,0 +1,31 @@
+"""Signup to confirmed subscriber through a real Celery worker on the real Redis
+broker, with the confirmation sent by the real anymail Mailgun backend to the local
+fake Mailgun."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+
+from alerts.models import Subscriber
+from tests.conftest import wait_until
+from tests.helpers import link_in
+
+pytestmark = [pytest.mark.worker]
+
+
+def test_a_reader_signs_up_and_confirms_through_a_real_worker(client, celery_worker_process, fake_mailgun):
+    response = client.post("/", {"email": "reader@example.com", "marketing": "on"})
+    assert "Thanks for signing up" in response.content.decode()
+
+    calls = wait_until(lambda: fake_mailgun.calls, message="no confirmation reached Mailgun")
+    call = calls[0]
+    assert call.recipients == ["reader@example.com"]
+    assert call.first("subject") == "Confirm your The Daily Courier breaking news emails"
+    path = urlsplit(link_in(call.first("text"), "/confirm/")).path
+
+    client.post(path)
+    subscriber = Subscriber.objects.get(email="reader@example.com")
+    assert subscriber.status == Subscriber.Status.CONFIRMED
+    assert subscriber.marketing_consent is True
