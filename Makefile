@@ -28,7 +28,7 @@ lint: $(STAMP)
 
 check-deploy: $(STAMP)
 	SECRET_KEY=$$(head -c 48 /dev/urandom | base64) EMAIL_HASH_KEY=x ALLOWED_HOSTS=news.example.com \
-	SITE_URL=https://news.example.com ANYMAIL_WEBHOOK_SECRET=u:p \
+	SITE_URL=https://news.example.com ANYMAIL_WEBHOOK_SECRET=u:p MAILGUN_WEBHOOK_SIGNING_KEY=k \
 	$(PY) manage.py check --deploy --fail-level WARNING
 
 clean:

@@ -27,6 +27,10 @@ def normalize_email(raw: str) -> str:
     email-validator refuses display names, several addresses, CR/LF, bad characters,
     a domain without a dot and over-long parts; it lower-cases the domain and
     converts an internationalised one to its IDNA form for sending.
+
+    A non-ASCII mailbox name (SMTPUTF8) is refused: Django's mail code turns it into
+    an RFC 2047 encoded word ("=?utf-8?b?...?=@example.com"), which is a different
+    address, so the confirmation would go astray.
     """
     if not isinstance(raw, str) or len(raw) > 320 or "\x00" in raw:
         raise ValidationError(INVALID_MESSAGE, code="invalid")
@@ -37,6 +41,7 @@ def normalize_email(raw: str) -> str:
             allow_display_name=False,
             allow_quoted_local=False,
             allow_domain_literal=False,
+            allow_smtputf8=False,
         )
     except EmailNotValidError:
         raise ValidationError(INVALID_MESSAGE, code="invalid") from None

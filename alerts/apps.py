@@ -9,4 +9,5 @@ class AlertsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers system checks)
+        # Registers the system checks and connects the provider tracking receiver.
+        from . import checks, receivers  # noqa: F401

@@ -3,12 +3,17 @@ under templates/emails/."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from email.utils import make_msgid
+from urllib.parse import urlsplit
+
+import css_inline
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from .models import Subscriber
+from .models import Alert, Subscriber
 from .tokens import confirm_tokens
 
 
@@ -38,3 +43,99 @@ def confirmation_message(subscriber: Subscriber) -> EmailMultiAlternatives:
     message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, [subscriber.email])
     message.attach_alternative(html, "text/html")
     return message
+
+
+# --- Alerts ---------------------------------------------------------------------------
+# An alert is rendered once per alert, not once per recipient: the per-recipient parts
+# (unsubscribe and preference links) are left as markers that are later turned into the
+# provider's merge fields (one API call for a whole batch) or substituted per copy.
+UNSUBSCRIBE_MARK = "@@unsubscribe_url@@"
+PREFERENCES_MARK = "@@preferences_url@@"
+
+
+@dataclass(frozen=True)
+class RenderedAlert:
+    subject: str
+    text: str
+    html: str
+    headers: dict[str, str]
+
+
+def list_id() -> str:
+    domain = urlsplit(settings.SITE_URL).hostname or "localhost"
+    return f"{settings.PUBLICATION_NAME} breaking news <breaking-news.{domain}>"
+
+
+def alert_rendering(alert: Alert) -> RenderedAlert:
+    """Subject, text and inlined-CSS HTML of an alert, with link markers in place of
+    each recipient's own links. Everything the editor typed is escaped by the template
+    (the text part has no markup to escape)."""
+    context = {
+        "alert": alert,
+        "publication_name": settings.PUBLICATION_NAME,
+        "publication_url": settings.PUBLICATION_URL,
+        "unsubscribe_url": UNSUBSCRIBE_MARK,
+        "preferences_url": PREFERENCES_MARK,
+        "paragraphs": [p.strip() for p in alert.body.split("\n\n") if p.strip()],
+    }
+    subject, text, html = render_triple("alert", context)
+    headers = {
+        "List-Unsubscribe": f"<{UNSUBSCRIBE_MARK}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": list_id(),
+    }
+    return RenderedAlert(subject=subject, text=text, html=css_inline.inline(html), headers=headers)
+
+
+def subscriber_links(token: str) -> dict[str, str]:
+    """A recipient's own links, from their subscriber-link token."""
+    return {
+        "unsubscribe_url": absolute_url(reverse("alerts:unsubscribe", args=[token])),
+        "preferences_url": absolute_url(reverse("alerts:preferences", args=[token])),
+    }
+
+
+def personalise(text: str, links: dict[str, str]) -> str:
+    return text.replace(UNSUBSCRIBE_MARK, links["unsubscribe_url"]).replace(
+        PREFERENCES_MARK, links["preferences_url"]
+    )
+
+
+def alert_message(alert: Alert, *, to: str, token: str, connection=None) -> EmailMultiAlternatives:
+    """One personalised copy of an alert (used for tests to editors and SMTP sends)."""
+    rendered = alert_rendering(alert)
+    return personalised_copy(rendered, to=to, links=subscriber_links(token), connection=connection)
+
+
+def personalised_copy(rendered: RenderedAlert, *, to: str, links: dict[str, str],
+                      connection=None) -> EmailMultiAlternatives:
+    headers = {name: personalise(value, links) for name, value in rendered.headers.items()}
+    # Our own Message-ID, so the ledger can record it for SMTP sends too.
+    headers["Message-ID"] = make_msgid(domain=urlsplit(settings.SITE_URL).hostname or "localhost")
+    message = EmailMultiAlternatives(
+        rendered.subject, personalise(rendered.text, links), settings.DEFAULT_FROM_EMAIL, [to],
+        headers=headers, connection=connection,
+    )
+    message.attach_alternative(personalise(rendered.html, links), "text/html")
+    return message
+
+
+def digest_rendering(alerts: list[Alert], frequency: str) -> RenderedAlert:
+    """A digest of `alerts` (newest first), with the same link markers and headers as an
+    alert, so it goes through the same batch sending."""
+    context = {
+        "alerts": alerts,
+        "count": len(alerts),
+        "frequency": "weekly" if frequency == "weekly" else "daily",
+        "publication_name": settings.PUBLICATION_NAME,
+        "publication_url": settings.PUBLICATION_URL,
+        "unsubscribe_url": UNSUBSCRIBE_MARK,
+        "preferences_url": PREFERENCES_MARK,
+    }
+    subject, text, html = render_triple("digest", context)
+    headers = {
+        "List-Unsubscribe": f"<{UNSUBSCRIBE_MARK}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": list_id(),
+    }
+    return RenderedAlert(subject=subject, text=text, html=css_inline.inline(html), headers=headers)

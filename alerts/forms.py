@@ -13,7 +13,8 @@ class SignupForm(forms.Form):
     email = forms.CharField(
         label="Email address",
         max_length=320,
-        error_messages={"required": INVALID_MESSAGE, "max_length": INVALID_MESSAGE},
+        error_messages={"required": INVALID_MESSAGE, "max_length": INVALID_MESSAGE,
+                        "null_characters_not_allowed": INVALID_MESSAGE},
         widget=forms.EmailInput(attrs={
             "autocomplete": "email", "inputmode": "email", "required": True,
             "placeholder": "Enter your email address", "spellcheck": "false",
@@ -21,9 +22,12 @@ class SignupForm(forms.Form):
     )
     marketing = forms.BooleanField(required=False)
     # Honeypot: hidden from people by CSS and from assistive technology; bots fill it.
-    website = forms.CharField(required=False, max_length=200)
-    # The browser's IANA zone, from Intl.DateTimeFormat; used for digest times.
-    tz = forms.CharField(required=False, max_length=64)
+    # A plain Field, without CharField's length and NUL checks: a filled-in honeypot
+    # must get the same thanks as a reader, never a 400 telling the bot what we check.
+    website = forms.Field(required=False)
+    # The browser's IANA zone, from Intl.DateTimeFormat; used for digest times. Only a
+    # hint, so a bad value is dropped in clean_tz rather than refusing the signup.
+    tz = forms.Field(required=False)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -32,11 +36,17 @@ class SignupForm(forms.Form):
     def clean_email(self) -> str:
         return normalize_email(self.cleaned_data["email"])
 
+    def clean_website(self) -> str:
+        value = self.cleaned_data.get("website")
+        return value.strip() if isinstance(value, str) else ""
+
     def clean_tz(self) -> str:
-        name = self.cleaned_data.get("tz") or ""
+        name = self.cleaned_data.get("tz")
+        if not isinstance(name, str) or not name or len(name) > 64 or "\x00" in name:
+            return ""
         try:
-            return name if name and zoneinfo.ZoneInfo(name) else ""
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            return name if zoneinfo.ZoneInfo(name) else ""
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             return ""
 
     @property

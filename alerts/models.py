@@ -210,9 +210,35 @@ class Alert(models.Model):
         return self.headline
 
 
+class DigestRun(models.Model):
+    """One period's digest for the subscribers of one time zone, e.g. the daily digest
+    of 27 November for readers in Asia/Tokyo."""
+
+    class Status(models.TextChoices):
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Finished with failures"
+
+    frequency = models.CharField(max_length=10)
+    period_key = models.CharField(max_length=40)
+    time_zone = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SENDING)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    planned = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.period_key} ({self.time_zone})"
+
+
 class Batch(models.Model):
-    """One provider API call's worth of recipients: the eligible subscribers with ids
-    in [first_subscriber_id, last_subscriber_id] at publish time."""
+    """One provider API call's worth of recipients: for an alert, the eligible
+    subscribers with ids in [first_subscriber_id, last_subscriber_id] at publish time;
+    for a digest run, the ledger rows reserved for that range."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -221,7 +247,10 @@ class Batch(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
-    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="batches")
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="batches",
+                              null=True, blank=True)
+    digest_run = models.ForeignKey(DigestRun, on_delete=models.CASCADE, related_name="batches",
+                                   null=True, blank=True)
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.PENDING
     )
@@ -242,19 +271,27 @@ class Batch(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["alert", "first_subscriber_id"], name="batch_unique_range"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["digest_run", "first_subscriber_id"], name="batch_unique_digest_range"
+            ),
         ]
         indexes = [models.Index(fields=["status", "lease_expires_at"])]
         verbose_name_plural = "batches"
 
     def __str__(self) -> str:
-        return f"Batch {self.pk} of alert {self.alert_id}"
+        owner = f"alert {self.alert_id}" if self.alert_id else f"digest run {self.digest_run_id}"
+        return f"Batch {self.pk} of {owner}"
 
 
 class Delivery(models.Model):
-    """The ledger: one row per recipient an alert was handed to the provider for."""
+    """The ledger: one row per recipient an alert (or a digest) was handed to the
+    provider for. Digest rows are reserved as PENDING before sending: the unique
+    (subscriber, digest_key) makes each period's digest go to each subscriber once."""
 
     class Status(models.TextChoices):
+        PENDING = "pending", "Reserved, not yet sent"
+        SKIPPED = "skipped", "Nothing new to send"
         SENT = "sent", "Handed to provider"
         FAILED = "failed", "Refused"
         DELIVERED = "delivered", "Delivered"
@@ -265,14 +302,19 @@ class Delivery(models.Model):
         CLICKED = "clicked", "Clicked"
         UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
 
-    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries",
+                              null=True, blank=True)
+    digest_run = models.ForeignKey(DigestRun, on_delete=models.CASCADE, related_name="deliveries",
+                                   null=True, blank=True)
+    # "daily:2026-11-27" or "weekly:2026-W48"; empty for alert deliveries.
+    digest_key = models.CharField(max_length=40, blank=True)
     subscriber = models.ForeignKey(
         Subscriber, on_delete=models.CASCADE, related_name="deliveries"
     )
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="deliveries")
     status = models.CharField(max_length=20, choices=Status.choices)
     message_id = models.CharField(max_length=200, blank=True, db_index=True)
-    sent_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
     error = models.CharField(max_length=400, blank=True)
 
@@ -280,12 +322,17 @@ class Delivery(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["alert", "subscriber"], name="delivery_once_per_alert"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["subscriber", "digest_key"], condition=~Q(digest_key=""),
+                name="delivery_once_per_digest_period",
+            ),
         ]
         verbose_name_plural = "deliveries"
 
     def __str__(self) -> str:
-        return f"{self.alert_id} -> {self.subscriber_id}: {self.status}"
+        what = self.alert_id or self.digest_key
+        return f"{what} -> {self.subscriber_id}: {self.status}"
 
 
 class Suppression(models.Model):
@@ -328,3 +375,22 @@ class Suppression(models.Model):
     @property
     def is_active(self) -> bool:
         return self.lifted_at is None
+
+
+class TrackingEvent(models.Model):
+    """An email-provider event we have applied, kept so a replayed webhook applies once."""
+
+    event_id = models.CharField(max_length=200, unique=True)
+    event_type = models.CharField(max_length=20, db_index=True)
+    message_id = models.CharField(max_length=200, blank=True, db_index=True)
+    recipient_hmac = models.CharField(max_length=64, blank=True, db_index=True)
+    reject_reason = models.CharField(max_length=40, blank=True)
+    description = models.CharField(max_length=400, blank=True)
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["recipient_hmac", "event_type", "occurred_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id}"

@@ -21,3 +21,14 @@ def allow_confirmation_email(email_hmac: str) -> bool:
     day_key = f"confirm-day:{email_hmac}"
     cache.add(day_key, 0, timeout=DAY)
     return cache.incr(day_key) <= settings.CONFIRM_DAILY_LIMIT
+
+
+def allow_preferences_email(email_hmac: str) -> bool:
+    """True if one more preferences-link email may go to this address now (at most one
+    per PREFERENCES_LINK_COOLDOWN_SECONDS and PREFERENCES_LINK_DAILY_LIMIT per day)."""
+    cooldown = settings.PREFERENCES_LINK_COOLDOWN_SECONDS
+    if not cache.add(f"prefs-cooldown:{email_hmac}", 1, timeout=cooldown):
+        return False
+    day_key = f"prefs-day:{email_hmac}"
+    cache.add(day_key, 0, timeout=DAY)
+    return cache.incr(day_key) <= settings.PREFERENCES_LINK_DAILY_LIMIT

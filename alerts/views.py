@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
@@ -79,9 +80,14 @@ def embed(request: HttpRequest) -> HttpResponse:
     # form is protected by checking the browser's Origin header is our own site.
     if request.method == "POST" and not _same_origin(request):
         return HttpResponse("Forbidden", status=403)
-    response = _signup_page(request, "alerts/embed.html", ConsentEvent.Source.EMBED)
+    return _frameable(_signup_page(request, "alerts/embed.html", ConsentEvent.Source.EMBED))
+
+
+def _frameable(response: HttpResponse) -> HttpResponse:
+    """Let the configured partner sites, and only them, put this response in a frame."""
     ancestors = " ".join(["'self'", *settings.EMBED_FRAME_ANCESTORS])
     response["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
+    response.xframe_options_exempt = True
     return response
 
 
@@ -113,7 +119,7 @@ def api_subscribe(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"ok": False, "message": "Send application/json."}, status=415)
     try:
         payload = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
         return JsonResponse({"ok": False, "message": "The request body is not valid JSON."}, status=400)
     if not isinstance(payload, dict):
         return JsonResponse({"ok": False, "message": "Send a JSON object."}, status=400)
@@ -136,7 +142,9 @@ def rate_limited(request: HttpRequest, exception: Exception) -> HttpResponse:
     """Answer for anything over its rate limit: 429, in the caller's language."""
     if request.path.startswith("/api/"):
         return JsonResponse({"ok": False, "message": TOO_MANY}, status=429)
-    return render(request, "alerts/429.html", {"message": TOO_MANY}, status=429)
+    response = render(request, "alerts/429.html", {"message": TOO_MANY}, status=429)
+    # Inside a partner's iframe, X-Frame-Options DENY would leave a blank box instead.
+    return _frameable(response) if request.path == reverse("alerts:embed") else response
 
 
 @never_cache

@@ -24,12 +24,30 @@ def marketing_label() -> str:
     )
 
 
+PREFERENCES_HEADING = "Your email preferences"
+
+
+def preferences_alerts_label() -> str:
+    return f"Send me breaking news emails from {settings.PUBLICATION_NAME}"
+
+
+def preferences_text() -> str:
+    """Everything the preference centre shows a reader, as consent evidence."""
+    return (
+        f"{PREFERENCES_HEADING}. {preferences_alerts_label()}. Topics (none ticked means "
+        "every topic). How often: as it happens, a daily digest or a weekly digest. "
+        f"{marketing_label()}. Your time zone, used for digests."
+    )
+
+
 def current(kind: str) -> Wording:
     """The Wording row for the text now in force, created on first use."""
     if kind == Wording.Kind.ALERTS:
         text, version = alerts_text(), ""
     elif kind == Wording.Kind.MARKETING:
         text, version = marketing_label(), ""
+    elif kind == Wording.Kind.PREFERENCES:
+        text, version = preferences_text(), ""
     elif kind == Wording.Kind.PRIVACY:
         text, version = settings.PRIVACY_NOTICE_TEXT, settings.PRIVACY_NOTICE_VERSION
     else:

@@ -36,10 +36,18 @@ app.conf.task_default_queue = "transactional"
 app.conf.task_routes = {
     "alerts.fan_out_alert": {"queue": "alerts"},
     "alerts.send_batch": {"queue": "alerts"},
+    "alerts.sweep_sends": {"queue": "alerts"},
     "alerts.send_confirmation": {"queue": "transactional"},
     "alerts.send_preferences_link": {"queue": "transactional"},
     "alerts.send_digest_batch": {"queue": "digests"},
+    "alerts.send_digests": {"queue": "digests"},
 }
-app.conf.beat_schedule = {}
+# One schedule for all periodic work. Every task here is idempotent, so a second beat
+# process or a doubled tick is harmless.
+app.conf.beat_schedule = {
+    "sweep-sends": {"task": "alerts.sweep_sends", "schedule": 10.0, "options": {"queue": "alerts"}},
+    # Every minute, so each time zone's digest leaves within a minute of its hour.
+    "send-digests": {"task": "alerts.send_digests", "schedule": 60.0, "options": {"queue": "digests"}},
+}
 
 app.autodiscover_tasks()

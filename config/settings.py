@@ -134,6 +134,9 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
 SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Preloading HSTS binds every subdomain of the newsroom's domain for months; that is the
+# newsroom's decision (SECURE_HSTS_PRELOAD=1), not a default we can make for them.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SESSION_COOKIE_SECURE: bool = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE: bool = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -208,6 +211,27 @@ if CONSENT_NETWORK_DATA not in {"full", "truncated", "none"}:
     raise ImproperlyConfigured("CONSENT_NETWORK_DATA must be full, truncated or none.")
 UNCONFIRMED_RETENTION_DAYS: int = env.int("UNCONFIRMED_RETENTION_DAYS", default=7)
 
+# --- Digests -----------------------------------------------------------------------
+# Local hour (in each subscriber's time zone) at which daily and weekly digests go out,
+# and the weekday of the weekly one (0 = Monday).
+DIGEST_HOUR: int = env.int("DIGEST_HOUR", default=7)
+DIGEST_WEEKDAY: int = env.int("DIGEST_WEEKDAY", default=0)
+# A digest whose hour passed while nothing ran (an outage) is still sent this many
+# hours late; after that, the next period's digest picks its alerts up.
+DIGEST_CATCH_UP_HOURS: int = env.int("DIGEST_CATCH_UP_HOURS", default=12)
+if not (0 <= DIGEST_HOUR <= 23 and 0 <= DIGEST_WEEKDAY <= 6):
+    raise ImproperlyConfigured("DIGEST_HOUR must be 0-23 and DIGEST_WEEKDAY 0-6.")
+
+# --- Fan-out ---------------------------------------------------------------------
+# Recipients per provider call; 0 means the provider's own limit (Mailgun 1,000).
+FANOUT_BATCH_SIZE: int = env.int("FANOUT_BATCH_SIZE", default=0)
+# How long a worker owns a batch it claimed. Longer than the slowest provider call
+# (ANYMAIL_REQUESTS_TIMEOUT) so a live send is never taken over; a dead worker's batch
+# is picked up again after it.
+BATCH_LEASE_SECONDS: int = env.int("BATCH_LEASE_SECONDS", default=120)
+# The sweeper re-queues fan-outs and batches left pending this long (lost messages).
+SWEEP_REQUEUE_AFTER_SECONDS: int = env.int("SWEEP_REQUEUE_AFTER_SECONDS", default=60)
+
 RATELIMIT_USE_CACHE = "default"
 # Behind a reverse proxy, the META key holding the client address
 # (e.g. HTTP_X_FORWARDED_FOR, whose first entry is used); unset means REMOTE_ADDR.
@@ -255,3 +279,27 @@ if not EMAIL_HASH_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("Set EMAIL_HASH_KEY (a long random secret that never rotates).")
     EMAIL_HASH_KEY = "dev-only-email-hash-key"
+
+# --- Subscriber control: unsubscribe, preferences, bounces, data rights (issue 4) ---
+# Provider tracking webhooks (/anymail/<esp>/tracking/). With tracking on, production
+# refuses to start without ANYMAIL_WEBHOOK_SECRET (alerts.checks): anymail alone would
+# only warn and then accept anyone's forged bounces and complaints.
+TRACKING_WEBHOOKS_ENABLED: bool = env.bool("TRACKING_WEBHOOKS_ENABLED", default=True)
+# Lower-case anymail ESP names whose tracking events we act on; others are ignored.
+TRACKING_WEBHOOK_ESPS: list[str] = [
+    name.lower() for name in env.list("TRACKING_WEBHOOK_ESPS", default=["mailgun"])
+]
+# Soft bounces (temporary failures) suppress an address only after this many distinct
+# messages within the window, counted since its last successful delivery.
+SOFT_BOUNCE_LIMIT: int = env.int("SOFT_BOUNCE_LIMIT", default=3)
+SOFT_BOUNCE_WINDOW_DAYS: int = env.int("SOFT_BOUNCE_WINDOW_DAYS", default=30)
+# Delivery ledger rows and provider events older than this are purged.
+DELIVERY_RETENTION_DAYS: int = env.int("DELIVERY_RETENTION_DAYS", default=180)
+if DELIVERY_RETENTION_DAYS <= SOFT_BOUNCE_WINDOW_DAYS:
+    raise ImproperlyConfigured("DELIVERY_RETENTION_DAYS must exceed SOFT_BOUNCE_WINDOW_DAYS.")
+# "Unsubscribed by mistake?" undo resubscribes at once within this many hours; after
+# it, coming back takes a fresh double opt-in (the link may be in a forwarded email).
+UNSUBSCRIBE_UNDO_HOURS: int = env.int("UNSUBSCRIBE_UNDO_HOURS", default=48)
+# Per-address limits on "email me my preferences link" (list-bombing defence).
+PREFERENCES_LINK_COOLDOWN_SECONDS: int = env.int("PREFERENCES_LINK_COOLDOWN_SECONDS", default=600)
+PREFERENCES_LINK_DAILY_LIMIT: int = env.int("PREFERENCES_LINK_DAILY_LIMIT", default=3)

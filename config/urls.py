@@ -6,6 +6,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("anymail/", include("anymail.urls")),
     path("", include("alerts.urls")),
 ]
 

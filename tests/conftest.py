@@ -77,6 +77,11 @@ def _worker_env(fake: FakeMailgun) -> dict[str, str]:
         "MAILGUN_SENDER_DOMAIN": "mg.news.example.com",
         "MAILGUN_API_URL": fake.api_url,
         "PYTHONUNBUFFERED": "1",
+        # Small batches and short leases, so a few thousand subscribers make many
+        # batches and a dead worker's batch is taken over within seconds.
+        "FANOUT_BATCH_SIZE": "250",
+        "BATCH_LEASE_SECONDS": "4",
+        "SWEEP_REQUEUE_AFTER_SECONDS": "3",
     })
     return env
 

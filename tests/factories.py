@@ -13,3 +13,15 @@ def make_subscriber(email: str = "alice@example.com", **fields) -> Subscriber:
     if fields["status"] == Subscriber.Status.CONFIRMED:
         fields.setdefault("confirmed_at", timezone.now())
     return Subscriber.objects.create(email=email, email_hmac=email_hmac(email), **fields)
+
+
+def make_delivery(subscriber: Subscriber, *, message_id: str = "<m1@mg.example.com>",
+                  headline: str = "Breaking: test alert", status: str = "sent", sent_at=None):
+    """A delivery ledger row, with the alert and batch it needs."""
+    from alerts.models import Alert, Batch, Delivery
+
+    alert = Alert.objects.create(headline=headline)
+    batch = Batch.objects.create(alert=alert, first_subscriber_id=subscriber.pk,
+                                 last_subscriber_id=subscriber.pk)
+    return Delivery.objects.create(alert=alert, subscriber=subscriber, batch=batch, status=status,
+                                   message_id=message_id, sent_at=sent_at or timezone.now())

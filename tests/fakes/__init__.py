@@ -1,1 +1,1 @@
-"""Local fakes of external mail services (Mailgun HTTP API, SMTP) for tests and benchmarks."""
+"""Local fakes of external mail services (Mailgun HTTP API, SMTP)."""

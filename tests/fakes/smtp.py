@@ -31,7 +31,7 @@ import sys
 import threading
 import weakref
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -73,7 +73,7 @@ class _Handler:
         # Defining the hook makes setting host_name our job.
         session.host_name = hostname
         self._sink._saw_session(session)
-        return "250 %s" % server.hostname
+        return f"250 {server.hostname}"
 
     async def handle_EHLO(
         self,
@@ -127,18 +127,24 @@ class FakeSMTP:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> FakeSMTP:
+    def start(self) -> Self:
         if self._controller is not None:
             raise RuntimeError("FakeSMTP already started")
-        self._controller = self._start_controller()
         if self._record_path is not None:
-            self._record = open(self._record_path, "a", encoding="utf-8")
+            # Held open for the sink's lifetime; stop() closes it.
+            self._record = open(self._record_path, "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            self._controller = self._start_controller()
+        except BaseException:
+            self._close_record()
+            raise
         logger.debug("fake SMTP listening on %s:%d", self.host, self.port)
         return self
 
     def _start_controller(self) -> Controller:
         # Controller needs a concrete port; a port picked by binding to 0 can
-        # be taken by someone else before aiosmtpd binds it, so retry.
+        # be taken by someone else before aiosmtpd binds it, so retry. (A bind
+        # failure only surfaces after aiosmtpd's ready_timeout.)
         attempts = 1 if self._requested_port else _BIND_ATTEMPTS
         for attempt in range(1, attempts + 1):
             port = self._requested_port or _free_port()
@@ -151,13 +157,12 @@ class FakeSMTP:
             )
             try:
                 controller.start()
+                return controller
             except OSError:
                 controller.loop.close()
                 if attempt == attempts:
                     raise
                 logger.debug("port %d was taken, retrying", port)
-                continue
-            return controller
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
@@ -165,12 +170,15 @@ class FakeSMTP:
         if controller is None:
             return
         controller.stop()
+        self._close_record()
+
+    def _close_record(self) -> None:
         with self._lock:
             if self._record is not None:
                 self._record.close()
                 self._record = None
 
-    def __enter__(self) -> FakeSMTP:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -215,7 +223,8 @@ class FakeSMTP:
 
     @property
     def connections(self) -> int:
-        """SMTP sessions that said HELO/EHLO (aiosmtpd's own readiness probe doesn't)."""
+        """SMTP sessions seen (counted at HELO/EHLO, so aiosmtpd's own
+        readiness probe, which only reads the banner, is not counted)."""
         with self._lock:
             return self._connections
 
@@ -275,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         args.port, record_path=args.record, keep_messages=args.keep_messages
     )
     sink.start()
-    print("listening on smtp://%s:%d" % (sink.host, sink.port), flush=True)
+    print(f"listening on smtp://{sink.host}:{sink.port}", flush=True)
     try:
         _wait_for_signal()
     finally:

@@ -1,0 +1,484 @@
+"""The fan-out: from a published alert to provider calls, every eligible subscriber once.
+
+1. `alert_fan_out` walks the audience in SQL, in primary-key order, and cuts it into
+   Batch rows of what the provider accepts in one API call. Each batch is a range of
+   subscriber ids [first, last]; nothing is loaded whole.
+2. `batch_send` claims one batch with a conditional update and a lease, selects the
+   recipients of its range who are *still* eligible (so an unsubscribe mid-send takes
+   effect), makes one provider call, and writes the ledger (one Delivery row per
+   recipient) in one set-based statement.
+
+Duplicates are bounded: a batch is only re-sent if its worker died after the provider
+accepted it and before the ledger was written, i.e. at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import smtplib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
+from django.conf import settings
+from django.core.mail import get_connection
+from django.db import connection as db
+from django.db import transaction
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
+
+from .anymail_batch import BatchMessage, backend_class
+from .emails import RenderedAlert, alert_rendering, personalise, personalised_copy, subscriber_links
+from .models import Alert, Batch, Delivery, Subscriber, Suppression
+from .tokens import link_tokens
+
+logger = logging.getLogger(__name__)
+
+# Recipients per provider API call: each provider's documented batch limit. Anymail
+# never splits a list, so a batch is exactly one call. Plain SMTP sends one message per
+# recipient over one connection per batch; 500 keeps a batch well inside the lease.
+BATCH_SIZES = {"Mailgun": 1000, "SendGrid": 1000, "Postmark": 500, "Mandrill": 1000,
+               "Mailjet": 50, "Amazon SES": 50}
+DEFAULT_BATCH_SIZE = 500
+# How each provider spells a per-recipient merge field in a body. Providers not listed
+# get one API call per recipient, which is correct but slow.
+MERGE_FIELDS = {"Mailgun": "%recipient.{}%", "Mailjet": "[[var:{}]]", "Mandrill": "*|{}|*"}
+
+MAX_ATTEMPTS = 5
+MAX_RETRY_DELAY = 300  # seconds; under half the broker's visibility timeout
+
+
+class RetryLater(Exception):
+    """Transient failure (or batch leased elsewhere): run the task again later."""
+
+    def __init__(self, countdown: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry in {countdown:.1f}s")
+        self.countdown = countdown
+
+
+@dataclass(frozen=True)
+class SendingProfile:
+    backend_path: str
+    esp_name: str | None
+    batch_size: int
+    merge_field: str | None
+
+
+def sending_profile() -> SendingProfile:
+    """What the configured EMAIL_BACKEND can do in one call."""
+    path = settings.EMAIL_BACKEND
+    esp_name = getattr(backend_class(path), "esp_name", None)
+    if not isinstance(esp_name, str):
+        esp_name = None
+    size = settings.FANOUT_BATCH_SIZE or BATCH_SIZES.get(esp_name, DEFAULT_BATCH_SIZE)
+    return SendingProfile(path, esp_name, size, MERGE_FIELDS.get(esp_name))
+
+
+# --- Audience -------------------------------------------------------------------------
+
+def audience(alert: Alert) -> QuerySet[Subscriber]:
+    """Subscribers an alert goes to as it happens: confirmed before it was published,
+    taking alerts as they happen, not suppressed, and following one of its topics (a
+    subscriber with no topics follows them all)."""
+    subscribers = Subscriber.objects.filter(
+        status=Subscriber.Status.CONFIRMED,
+        frequency=Subscriber.Frequency.IMMEDIATE,
+        confirmed_at__lte=alert.published_at,
+    ).filter(~Exists(Suppression.objects.filter(email_hmac=OuterRef("email_hmac"), lifted_at__isnull=True)))
+    topic_ids = list(alert.topics.values_list("id", flat=True))
+    if topic_ids:
+        follows = Subscriber.topics.through.objects.filter(subscriber_id=OuterRef("pk"))
+        subscribers = subscribers.filter(
+            ~Exists(follows) | Exists(follows.filter(topic_id__in=topic_ids))
+        )
+    return subscribers
+
+
+def audience_count(alert: Alert) -> int:
+    """How many would receive the alert if it were published now (for the editor)."""
+    probe = Alert(pk=alert.pk, published_at=timezone.now())
+    return audience(probe).count() if alert.pk else 0
+
+
+# --- Fan-out --------------------------------------------------------------------------
+
+def alert_fan_out(*, alert_id: int) -> int:
+    """Cut the alert's audience into batches and enqueue one send task per batch.
+
+    Returns the number of batches cut by this run. Safe to run twice or to resume after
+    a crash: it continues after the highest range already cut, and a range cut twice
+    meets the unique (alert, first_subscriber_id) constraint and is ignored.
+    """
+    alert = Alert.objects.filter(pk=alert_id, status=Alert.Status.SENDING).first()
+    if alert is None or alert.fanned_out_at:
+        return 0
+    size = sending_profile().batch_size
+    start = alert.batches.aggregate(m=Max("last_subscriber_id"))["m"] or 0
+    members = audience(alert).filter(pk__gt=start).order_by("pk").values_list("pk", flat=True)
+    # The first batch is cut and queued before the rest of the audience is walked, so
+    # the first hand-off does not wait for a million-row scan.
+    first = list(members[:size])
+    cut = 0
+    if first:
+        owner = {"alert": alert}
+        cut += create_batches(owner, [(first[0], first[-1], len(first))], send_batch_task())
+        cut += create_batches(owner, ranges_after(audience(alert), first[-1], size), send_batch_task())
+    Alert.objects.filter(pk=alert_id).update(
+        fanned_out_at=timezone.now(), audience_size=_planned_total(alert_id)
+    )
+    logger.info("Alert %s: cut %d batches of up to %d", alert_id, cut, size)
+    alert_finish_if_done(alert_id=alert_id)
+    return cut
+
+
+def send_batch_task():
+    from .tasks import send_batch
+
+    return send_batch
+
+
+def ranges_after(members: QuerySet[Subscriber], after: int, size: int):
+    """Yield (first_id, last_id, count) for consecutive runs of `size` subscribers of
+    `members` with ids above `after`, computed by the database in one ordered pass."""
+    inner = members.filter(pk__gt=after).values(sid=F("pk"))
+    sql, params = inner.query.sql_with_params()
+    query = (
+        "SELECT sid, rn, total, last_id FROM ("
+        "  SELECT a.sid, row_number() OVER (ORDER BY a.sid) AS rn,"
+        "         count(*) OVER () AS total, max(a.sid) OVER () AS last_id"
+        f"  FROM ({sql}) AS a"
+        ") AS numbered WHERE (rn - 1) %% %s = 0 ORDER BY sid"
+    )
+    with db.cursor() as cursor:
+        cursor.execute(query, [*params, size])
+        starts = cursor.fetchall()  # one row per batch: a thousandth of the audience
+    for index, (first_id, rn, total, last_id) in enumerate(starts):
+        if index + 1 < len(starts):
+            yield first_id, starts[index + 1][0] - 1, size
+        else:
+            yield first_id, last_id, total - rn + 1
+
+
+def create_batches(owner: dict, ranges, task, chunk: int = 200, prepare=None) -> int:
+    """Write Batch rows for `ranges` under `owner` ({"alert": a} or {"digest_run": r})
+    in chunks, queueing `task` for each after its chunk commits. `prepare(batches)`
+    runs inside the chunk's transaction (digests reserve their ledger rows there)."""
+    created = 0
+    pending: list[Batch] = []
+
+    def flush() -> None:
+        nonlocal created
+        with transaction.atomic():
+            Batch.objects.bulk_create(pending, ignore_conflicts=True)
+            batches = list(Batch.objects.filter(
+                **owner, first_subscriber_id__in=[b.first_subscriber_id for b in pending],
+                status=Batch.Status.PENDING,
+            ))
+            if prepare is not None:
+                prepare(batches)
+            for batch in batches:
+                task.delay_on_commit(batch_id=batch.pk)
+        created += len(pending)
+        pending.clear()
+
+    for first_id, last_id, count in ranges:
+        pending.append(Batch(**owner, first_subscriber_id=first_id,
+                             last_subscriber_id=last_id, planned_count=count))
+        if len(pending) >= chunk:
+            flush()
+    if pending:
+        flush()
+    return created
+
+
+def _planned_total(alert_id: int) -> int:
+    return Batch.objects.filter(alert_id=alert_id).aggregate(n=Sum("planned_count"))["n"] or 0
+
+
+# --- Sending one batch ----------------------------------------------------------------
+
+def batch_send(*, batch_id: int) -> str:
+    """Send one batch in one provider call and record every recipient in the ledger.
+
+    Returns the batch's resulting status. Safe to run twice: the claim lets one run
+    through; a re-run after the batch was sent does nothing. Raises RetryLater for
+    transient provider errors (after releasing the claim) and when another worker holds
+    the batch's lease, so a redelivered task waits for the lease rather than vanishing.
+    """
+    claim = claim_batch(batch_id)
+    if claim is not None:
+        return claim
+    batch = Batch.objects.select_related("alert").get(pk=batch_id)
+    alert = batch.alert
+    if alert.status == Alert.Status.CANCELLED:
+        return close_batch(batch, Batch.Status.CANCELLED)
+    if batch.attempts > MAX_ATTEMPTS:
+        return close_batch(batch, Batch.Status.FAILED, error=f"Gave up after {MAX_ATTEMPTS} attempts: {batch.last_error}")
+    recipients = _recipients(batch)
+    try:
+        results = deliver(alert, recipients)
+    except TransientSendError as error:
+        _record(batch, error.partial_results)
+        release_batch(batch, str(error))
+        raise RetryLater(retry_delay(batch.attempts, error.retry_after), str(error)) from error
+    except PermanentSendError as error:
+        _record(batch, [(sid, Delivery.Status.FAILED, "", str(error)[:400]) for sid, _ in recipients])
+        return close_batch(batch, Batch.Status.FAILED, error=str(error))
+    _record(batch, results)
+    return close_batch(batch, Batch.Status.SENT, skipped=batch.planned_count - len(recipients))
+
+
+def claim_batch(batch_id: int) -> str | None:
+    """Take the batch for this worker; None on success, else why not."""
+    now = timezone.now()
+    claimed = Batch.objects.filter(pk=batch_id).filter(
+        Q(status=Batch.Status.PENDING) | Q(status=Batch.Status.SENDING, lease_expires_at__lt=now)
+    ).update(status=Batch.Status.SENDING, attempts=F("attempts") + 1,
+             lease_expires_at=now + timedelta(seconds=settings.BATCH_LEASE_SECONDS))
+    if claimed:
+        return None
+    row = Batch.objects.filter(pk=batch_id).values("status", "lease_expires_at").first()
+    if row and row["status"] == Batch.Status.SENDING:
+        wait = (row["lease_expires_at"] - now).total_seconds() + random.uniform(0.5, 2)
+        raise RetryLater(min(max(wait, 1), MAX_RETRY_DELAY), "batch leased by another worker")
+    return row["status"] if row else "missing"
+
+
+def _recipients(batch: Batch) -> list[tuple[int, str]]:
+    """Still-eligible subscribers of the batch's range not yet in the ledger."""
+    already = Delivery.objects.filter(alert_id=batch.alert_id, subscriber_id=OuterRef("pk"))
+    return list(
+        audience(batch.alert)
+        .filter(pk__gte=batch.first_subscriber_id, pk__lte=batch.last_subscriber_id)
+        .filter(~Exists(already)).order_by("pk").values_list("pk", "email")
+    )
+
+
+def retry_delay(attempts: int, retry_after: float | None) -> float:
+    backoff = min(2 ** attempts, 60) * random.uniform(0.5, 1.5)  # jitter spreads a thundering herd
+    return min(max(backoff, retry_after or 0), MAX_RETRY_DELAY)
+
+
+def release_batch(batch: Batch, error: str) -> None:
+    Batch.objects.filter(pk=batch.pk, status=Batch.Status.SENDING).update(
+        status=Batch.Status.PENDING, lease_expires_at=None, last_error=error[:2000])
+
+
+def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0) -> str:
+    """Record a batch's outcome and totals; finish its alert or digest run if it was
+    the last open batch."""
+    now = timezone.now()
+    not_sent = [Delivery.Status.FAILED, Delivery.Status.PENDING, Delivery.Status.SKIPPED]
+    counts = Delivery.objects.filter(batch=batch).aggregate(
+        sent=Count("pk", filter=~Q(status__in=not_sent)),
+        failed=Count("pk", filter=Q(status=Delivery.Status.FAILED)),
+        skipped=Count("pk", filter=Q(status=Delivery.Status.SKIPPED)),
+    )
+    sent, failed = counts["sent"], counts["failed"]
+    skipped += counts["skipped"]
+    Batch.objects.filter(pk=batch.pk).update(
+        status=status, sent_count=sent, failed_count=failed, skipped_count=max(skipped, 0),
+        sent_at=now if status == Batch.Status.SENT else None, lease_expires_at=None,
+        last_error=error[:2000] if error else F("last_error"),
+    )
+    if batch.digest_run_id:
+        from .digests import digest_run_finish_if_done
+
+        digest_run_finish_if_done(run_id=batch.digest_run_id)
+        return status
+    if sent:
+        Alert.objects.filter(pk=batch.alert_id).update(
+            first_handoff_at=Coalesce("first_handoff_at", now),
+            last_handoff_at=Greatest(Coalesce("last_handoff_at", now), now),
+        )
+    alert_finish_if_done(alert_id=batch.alert_id)
+    return status
+
+
+def _record(batch: Batch, results: list[tuple[int, str, str, str]]) -> None:
+    """Write ledger rows for one batch in one statement (ON CONFLICT: a row already
+    written by an earlier attempt stays as it was)."""
+    if not results:
+        return
+    now = timezone.now()
+    if db.vendor == "postgresql":
+        ids, statuses, message_ids, errors = (list(column) for column in zip(*results, strict=True))
+        with db.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO alerts_delivery"
+                " (alert_id, batch_id, sent_at, digest_key, subscriber_id, status, message_id, error)"
+                " SELECT %s, %s, %s, '', * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])"
+                " ON CONFLICT (alert_id, subscriber_id) DO NOTHING",
+                [batch.alert_id, batch.pk, now, ids, statuses, message_ids, errors],
+            )
+        return
+    Delivery.objects.bulk_create(
+        [Delivery(alert_id=batch.alert_id, batch_id=batch.pk, sent_at=now, subscriber_id=sid,
+                  status=status, message_id=message_id, error=error)
+         for sid, status, message_id, error in results],
+        ignore_conflicts=True,
+    )
+
+
+def alert_finish_if_done(*, alert_id: int) -> bool:
+    """Mark a sending alert finished once it is fully cut and no batch is open."""
+    open_batches = Batch.objects.filter(
+        alert_id=alert_id, status__in=[Batch.Status.PENDING, Batch.Status.SENDING])
+    if open_batches.exists():
+        return False
+    batches = Batch.objects.filter(alert_id=alert_id)
+    failed_only = batches.exists() and not batches.exclude(status=Batch.Status.FAILED).exists()
+    return bool(Alert.objects.filter(
+        pk=alert_id, status=Alert.Status.SENDING, fanned_out_at__isnull=False,
+    ).update(status=Alert.Status.FAILED if failed_only else Alert.Status.SENT,
+             finished_at=timezone.now()))
+
+
+# --- Talking to the provider ----------------------------------------------------------
+
+class TransientSendError(Exception):
+    """Worth retrying: rate limits, provider 5xx, timeouts, network errors."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 partial_results: list | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.partial_results = partial_results or []
+
+
+class PermanentSendError(Exception):
+    """Not worth retrying: the provider refused the request itself (bad key, bad data)."""
+
+
+_render_cache: dict[tuple[int, object], RenderedAlert] = {}
+
+
+def cached_rendering(alert: Alert) -> RenderedAlert:
+    """Render each alert once per worker process, not once per batch."""
+    key = (alert.pk, alert.updated_at)
+    if key not in _render_cache:
+        if len(_render_cache) > 20:
+            _render_cache.clear()
+        _render_cache[key] = alert_rendering(alert)
+    return _render_cache[key]
+
+
+def deliver(alert: Alert, recipients: list[tuple[int, str]]) -> list[tuple[int, str, str, str]]:
+    """Hand recipients to the provider. Returns (subscriber_id, status, message_id,
+    error) per recipient; raises TransientSendError or PermanentSendError."""
+    if not recipients:
+        return []
+    return deliver_rendered(cached_rendering(alert), recipients,
+                            tag="breaking-alert", metadata={"alert_id": str(alert.pk)})
+
+
+def deliver_rendered(rendered: RenderedAlert, recipients: list[tuple[int, str]], *, tag: str,
+                     metadata: dict[str, str]) -> list[tuple[int, str, str, str]]:
+    """Send one rendered email to every recipient, each with their own links: one API
+    call where the provider personalises batches, else one message each."""
+    profile = sending_profile()
+    if profile.merge_field:
+        return _send_merged(rendered, recipients, profile, tag=tag, metadata=metadata)
+    return _send_each(rendered, recipients, profile)
+
+
+def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *, tag: str,
+                 metadata: dict[str, str]):
+    """One API call for the whole batch; each copy gets its own links via merge data."""
+    field = profile.merge_field.format("t")
+    # Reversed with a plain placeholder: reverse() would percent-encode the merge field.
+    links = {name: url.replace("TOKEN", field) for name, url in subscriber_links("TOKEN").items()}
+    unsubscribe_prefix, unsubscribe_suffix = subscriber_links("TOKEN")["unsubscribe_url"].split("TOKEN")
+    make_token = link_tokens.bulk_maker()
+    merge_data, merge_headers, to = {}, {}, []
+    for subscriber_id, email in recipients:
+        token = make_token(subscriber_id)
+        to.append(email)
+        merge_data[email] = {"t": token}
+        merge_headers[email] = {"List-Unsubscribe": f"<{unsubscribe_prefix}{token}{unsubscribe_suffix}>"}
+    headers = {k: v for k, v in rendered.headers.items() if k != "List-Unsubscribe"}
+    connection = backend_class(profile.backend_path)(fail_silently=False)
+    message = BatchMessage(
+        subject=rendered.subject, body=personalise(rendered.text, links),
+        from_email=settings.DEFAULT_FROM_EMAIL, to=to, headers=headers, connection=connection,
+        merge_data=merge_data, merge_headers=merge_headers,
+        tags=[tag], metadata=metadata,
+    )
+    message.attach_alternative(personalise(rendered.html, links), "text/html")
+    try:
+        message.send()
+    except AnymailRecipientsRefused as error:
+        return [(sid, Delivery.Status.FAILED, "", str(error)[:400]) for sid, _ in recipients]
+    except AnymailAPIError as error:
+        raise _classify(error) from error
+    return _statuses(message, recipients)
+
+
+def _classify(error: AnymailAPIError) -> Exception:
+    status = getattr(error, "status_code", None)
+    if status is None or status == 429 or status >= 500:
+        return TransientSendError(str(error)[:1000], retry_after=_retry_after(error))
+    return PermanentSendError(str(error)[:1000])
+
+
+def _retry_after(error: AnymailAPIError) -> float | None:
+    response = getattr(error, "response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _statuses(message: BatchMessage, recipients) -> list[tuple[int, str, str, str]]:
+    per_recipient = message.anymail_status.recipients
+    results = []
+    for subscriber_id, email in recipients:
+        status = per_recipient.get(email)
+        refused = status is not None and status.status in {"rejected", "invalid", "failed"}
+        results.append((
+            subscriber_id,
+            Delivery.Status.FAILED if refused else Delivery.Status.SENT,
+            (status.message_id or "") if status else "",
+            status.status if refused else "",
+        ))
+    return results
+
+
+def _send_each(rendered: RenderedAlert, recipients, profile: SendingProfile):
+    """One message per recipient over one connection (SMTP and providers without
+    batch merge). A failure part-way keeps what was already accepted."""
+    make_token = link_tokens.bulk_maker()
+    results: list[tuple[int, str, str, str]] = []
+    connection = get_connection(profile.backend_path, fail_silently=False)
+    try:
+        connection.open()
+        for subscriber_id, email in recipients:
+            copy = personalised_copy(rendered, to=email, links=subscriber_links(make_token(subscriber_id)),
+                                     connection=connection)
+            try:
+                copy.send()
+            except (smtplib.SMTPRecipientsRefused, AnymailRecipientsRefused) as error:
+                results.append((subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
+                continue
+            except AnymailAPIError as error:
+                classified = _classify(error)
+                if isinstance(classified, TransientSendError):
+                    classified.partial_results = results
+                raise classified from error
+            except (smtplib.SMTPException, OSError) as error:
+                raise TransientSendError(str(error)[:1000], partial_results=results) from error
+            message_id = _message_id(copy) or copy.extra_headers.get("Message-ID", "")
+            results.append((subscriber_id, Delivery.Status.SENT, message_id, ""))
+    except (smtplib.SMTPException, OSError) as error:
+        raise TransientSendError(str(error)[:1000], partial_results=results) from error
+    finally:
+        connection.close()
+    return results
+
+
+def _message_id(message) -> str:
+    status = getattr(message, "anymail_status", None)
+    return (status.message_id or "") if status is not None and isinstance(status.message_id, str) else ""

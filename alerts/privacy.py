@@ -1,0 +1,128 @@
+"""Data rights: what we hold about a subscriber (export), and wiping their address
+from free text before their row is deleted (erasure).
+
+Writes that change state live in services.subscriber_erase; this module only builds
+the export and scrubs text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Model
+from django.utils import timezone
+
+from .models import (
+    Batch,
+    ConsentEvent,
+    Delivery,
+    Subscriber,
+    Suppression,
+    TrackingEvent,
+)
+
+ERASED = "[erased]"
+
+# Free-text columns where a provider error or an admin log line may have copied an
+# address. Everything else that names a subscriber hangs off their row and is deleted
+# with it (consent events, deliveries, topic choices).
+FREE_TEXT: list[tuple[type[Model], str]] = [
+    (Batch, "last_error"),
+    (Suppression, "detail"),
+    (LogEntry, "object_repr"),
+    (LogEntry, "change_message"),
+]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def subscriber_data(subscriber_id: int) -> dict | None:
+    """Everything we hold about one subscriber, JSON-ready, or None if unknown."""
+    subscriber = Subscriber.objects.filter(pk=subscriber_id).prefetch_related("topics").first()
+    if subscriber is None:
+        return None
+    return {
+        "exported_at": _iso(timezone.now()),
+        "publication": settings.PUBLICATION_NAME,
+        "subscription": _subscription(subscriber),
+        "consent_history": _consent_history(subscriber),
+        "deliveries": _deliveries(subscriber),
+        "suppressions": _suppressions(subscriber),
+    }
+
+
+def subscriber_data_json(subscriber_id: int) -> str | None:
+    data = subscriber_data(subscriber_id)
+    return None if data is None else json.dumps(data, indent=2, cls=DjangoJSONEncoder)
+
+
+def _subscription(subscriber: Subscriber) -> dict:
+    return {
+        "email": subscriber.email,
+        "status": subscriber.status,
+        "breaking_news_emails": subscriber.status == Subscriber.Status.CONFIRMED,
+        "marketing_consent": subscriber.marketing_consent,
+        "frequency": subscriber.frequency,
+        "topics": [topic.name for topic in subscriber.topics.all()] or "all",
+        "time_zone": subscriber.time_zone,
+        "signed_up_via": subscriber.source,
+        "created_at": _iso(subscriber.created_at),
+        "confirmed_at": _iso(subscriber.confirmed_at),
+        "unsubscribed_at": _iso(subscriber.unsubscribed_at),
+    }
+
+
+def _consent_history(subscriber: Subscriber) -> list[dict]:
+    events = ConsentEvent.objects.filter(subscriber=subscriber).select_related(
+        "wording", "privacy_notice")
+    return [{
+        "at": _iso(event.created_at),
+        "purpose": event.purpose,
+        "action": event.action,
+        "how": event.get_source_display(),
+        "wording_shown": event.wording.text if event.wording else None,
+        "privacy_notice_version": event.privacy_notice.version if event.privacy_notice else None,
+        "ip_address": event.ip_address,
+        "user_agent": event.user_agent,
+        "note": event.note,
+    } for event in events]
+
+
+def _deliveries(subscriber: Subscriber) -> list[dict]:
+    rows = Delivery.objects.filter(subscriber=subscriber).order_by("sent_at").values_list(
+        "alert__headline", "status", "sent_at", "updated_at")
+    return [{"alert": headline, "status": status, "sent_at": _iso(sent), "updated_at": _iso(updated)}
+            for headline, status, sent, updated in rows]
+
+
+def _suppressions(subscriber: Subscriber) -> list[dict]:
+    rows = Suppression.objects.filter(email_hmac=subscriber.email_hmac).order_by("created_at")
+    return [{"reason": row.get_reason_display(), "since": _iso(row.created_at),
+             "lifted_at": _iso(row.lifted_at)} for row in rows]
+
+
+def scrub_address(subscriber: Subscriber) -> None:
+    """Remove every copy of the subscriber's address outside their own row: provider
+    events about them, the admin's history of their record, and any free text."""
+    TrackingEvent.objects.filter(recipient_hmac=subscriber.email_hmac).delete()
+    content_type = ContentType.objects.get_for_model(Subscriber)
+    LogEntry.objects.filter(content_type=content_type, object_id=str(subscriber.pk)).update(
+        object_repr=f"Erased subscriber {subscriber.pk}", change_message="")
+    pattern = re.compile(re.escape(subscriber.email), re.IGNORECASE)
+    for model, field in FREE_TEXT:
+        _scrub_column(model, field, subscriber.email, pattern)
+
+
+def _scrub_column(model: type[Model], field: str, email: str, pattern: re.Pattern) -> None:
+    # icontains finds the (few) rows; Python does a case-insensitive replace portably.
+    for row in model.objects.filter(**{f"{field}__icontains": email}).only("pk", field):
+        cleaned = pattern.sub(ERASED, getattr(row, field))
+        model.objects.filter(pk=row.pk).update(**{field: cleaned})

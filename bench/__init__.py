@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `python bench/fanout.py --help`."""

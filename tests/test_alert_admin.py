@@ -1,0 +1,140 @@
+"""The editor's side: write, preview, test, publish once, schedule, stop, follow."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
+from django.utils import timezone
+
+from alerts import demo, publishing
+from alerts.models import Alert, Batch
+from tests.factories import make_subscriber
+from tests.helpers import assert_email_contains
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def editor(client):
+    """Can write drafts, cannot publish."""
+    user = User.objects.create_user("writer", "writer@news.example.com", "pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=["add_alert", "change_alert", "view_alert"]))
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def publisher(editor):
+    editor.user_permissions.add(Permission.objects.get(codename="publish_alert"))
+    return editor
+
+
+@pytest.fixture
+def alert():
+    demo.ensure_topics()
+    return demo.ensure_demo_alert()
+
+
+def test_the_demo_alert_is_ready_to_publish(alert):
+    assert alert.status == Alert.Status.DRAFT
+    assert "North Korea" in alert.headline
+    assert alert.topics.filter(slug="world").exists()
+
+
+def test_preview_shows_the_email_at_phone_and_desktop_width_with_text(client, editor, alert):
+    page = client.get(f"/admin/alerts/alert/{alert.pk}/preview/").content.decode()
+    assert "Phone (375 px)" in page and "Desktop (700 px)" in page
+    assert "Plain text" in page and "Vostochny" in page
+    html = client.get(f"/admin/alerts/alert/{alert.pk}/preview/html/").content.decode()
+    assert alert.headline in html
+    assert 'style="' in html  # CSS inlined
+
+
+def test_send_a_test_to_me(client, editor, alert, mailoutbox):
+    client.post(f"/admin/alerts/alert/{alert.pk}/send-test/")
+    assert len(mailoutbox) == 1
+    message = mailoutbox[0]
+    assert message.to == ["writer@news.example.com"]
+    assert message.subject == f"[TEST] {alert.headline}"
+    assert_email_contains(message, "Vostochny")
+    assert message.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert Alert.objects.get(pk=alert.pk).status == Alert.Status.DRAFT
+
+
+def test_an_editor_without_the_publish_permission_cannot_publish(client, editor, alert):
+    assert client.get(f"/admin/alerts/alert/{alert.pk}/publish/").status_code == 403
+    assert client.post(f"/admin/alerts/alert/{alert.pk}/publish/").status_code == 403
+    assert Alert.objects.get(pk=alert.pk).status == Alert.Status.DRAFT
+
+
+def test_publish_asks_for_confirmation_with_the_audience_size(client, publisher, alert):
+    for i in range(3):
+        make_subscriber(f"r{i}@example.com")
+    page = client.get(f"/admin/alerts/alert/{alert.pk}/publish/").content.decode()
+    assert "3</strong> subscribers" in page
+    assert Alert.objects.get(pk=alert.pk).status == Alert.Status.DRAFT
+
+
+def test_a_double_click_publishes_once(client, publisher, alert, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        client.post(f"/admin/alerts/alert/{alert.pk}/publish/")
+        client.post(f"/admin/alerts/alert/{alert.pk}/publish/")
+    assert len(callbacks) == 1  # one fan-out queued
+    alert.refresh_from_db()
+    assert alert.status == Alert.Status.SENDING
+    assert alert.published_by == publisher
+
+
+def test_a_sent_alert_can_no_longer_be_edited(client, publisher, alert):
+    Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SENT)
+    response = client.post(f"/admin/alerts/alert/{alert.pk}/change/", {"headline": "Changed"})
+    assert response.status_code == 403 or Alert.objects.get(pk=alert.pk).headline != "Changed"
+
+
+def test_scheduling_publishes_at_the_embargo_time(client, publisher, alert, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    when = timezone.now() + timedelta(hours=1)
+    client.post(f"/admin/alerts/alert/{alert.pk}/schedule/", {"when": when.strftime("%Y-%m-%d %H:%M:%S")})
+    alert.refresh_from_db()
+    assert alert.status == Alert.Status.SCHEDULED
+    publishing.sweep(now=timezone.now())
+    assert Alert.objects.get(pk=alert.pk).status == Alert.Status.SCHEDULED
+    publishing.sweep(now=when + timedelta(seconds=1))
+    assert Alert.objects.get(pk=alert.pk).status in (Alert.Status.SENDING, Alert.Status.SENT)
+
+
+def test_a_schedule_in_the_past_is_refused(client, publisher, alert):
+    response = client.post(f"/admin/alerts/alert/{alert.pk}/schedule/", {"when": "2020-01-01 10:00"})
+    assert "Choose a time in the future" in response.content.decode()
+
+
+def test_progress_shows_live_totals_and_a_subscriber_lookup(client, publisher, alert, mailgun, settings):
+    from alerts import fanout
+
+    make_subscriber("reader@example.com")
+    Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SENDING, published_at=timezone.now())
+    fanout.alert_fan_out(alert_id=alert.pk)
+    fanout.batch_send(batch_id=Batch.objects.get(alert=alert).pk)
+    data = client.get(f"/admin/alerts/alert/{alert.pk}/progress.json").json()
+    assert data["status"] == "sent" and data["sent"] == 1 and data["remaining"] == 0
+    assert data["first_handoff_s"] is not None
+    page = client.get(f"/admin/alerts/alert/{alert.pk}/progress/", {"q": "reader@example.com"}).content.decode()
+    assert mailgun.calls[0].message_id.strip("<>") in page
+
+
+def test_stop_sending_from_the_admin(client, publisher, alert):
+    Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SENDING, published_at=timezone.now())
+    client.post(f"/admin/alerts/alert/{alert.pk}/stop/")
+    assert Alert.objects.get(pk=alert.pk).status == Alert.Status.CANCELLED
+
+
+def test_publish_alert_command_publishes_and_reports(alert, mailgun, settings, capsys):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    make_subscriber("reader@example.com")
+    call_command("publish_alert", str(alert.pk), "--no-wait")
+    out = capsys.readouterr().out
+    assert f"Published alert {alert.pk}" in out
+    assert Alert.objects.get(pk=alert.pk).status in (Alert.Status.SENDING, Alert.Status.SENT)

@@ -1,0 +1,234 @@
+"""The fan-out engine called directly: audience, batching, claiming, ledger, errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from alerts import fanout, publishing
+from alerts.addresses import email_hmac
+from alerts.models import Alert, Batch, Delivery, Subscriber, Suppression, Topic
+from tests.factories import make_subscriber
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world():
+    return Topic.objects.create(name="World", slug="world")
+
+
+@pytest.fixture
+def alert(world):
+    alert = Alert.objects.create(headline="Missiles fired <b>hours</b> before summit",
+                                 standfirst="Two launches & a meeting", url="https://news.example.com/a")
+    return alert
+
+
+def publish_and_cut(alert, batch_size=None, settings=None):
+    if settings is not None and batch_size:
+        settings.FANOUT_BATCH_SIZE = batch_size
+    Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SENDING, published_at=timezone.now())
+    fanout.alert_fan_out(alert_id=alert.pk)
+    return list(Batch.objects.filter(alert=alert).order_by("first_subscriber_id"))
+
+
+def send_all(batches):
+    for batch in batches:
+        fanout.batch_send(batch_id=batch.pk)
+
+
+def test_the_audience_is_confirmed_unsuppressed_immediate_subscribers_of_the_topic(alert, world):
+    sport = Topic.objects.create(name="Sport", slug="sport")
+    alert.topics.set([world])
+    everyone = make_subscriber("all-topics@example.com")
+    follower = make_subscriber("world@example.com")
+    follower.topics.set([world])
+    other = make_subscriber("sport@example.com")
+    other.topics.set([sport])
+    make_subscriber("pending@example.com", status=Subscriber.Status.PENDING)
+    make_subscriber("gone@example.com", status=Subscriber.Status.UNSUBSCRIBED)
+    make_subscriber("digest@example.com", frequency=Subscriber.Frequency.DAILY)
+    make_subscriber("bounced@example.com")
+    Suppression.objects.create(email_hmac=email_hmac("bounced@example.com"), reason="bounced")
+    alert.published_at = timezone.now()
+    assert set(fanout.audience(alert)) == {everyone, follower}
+
+
+def test_subscribers_confirmed_after_publication_are_not_in_its_audience(alert):
+    make_subscriber("early@example.com")
+    alert.published_at = timezone.now()
+    make_subscriber("late@example.com", confirmed_at=timezone.now() + timedelta(seconds=1))
+    assert [s.email for s in fanout.audience(alert)] == ["early@example.com"]
+
+
+def test_it_cuts_the_audience_into_provider_sized_batches(alert, settings, mailgun):
+    for i in range(25):
+        make_subscriber(f"r{i}@example.com")
+    batches = publish_and_cut(alert, batch_size=10, settings=settings)
+    assert [b.planned_count for b in batches] == [10, 10, 5]
+    ids = list(Subscriber.objects.order_by("pk").values_list("pk", flat=True))
+    assert batches[0].first_subscriber_id == ids[0]
+    assert batches[-1].last_subscriber_id == ids[-1]
+    assert Alert.objects.get(pk=alert.pk).audience_size == 25
+
+
+def test_fan_out_twice_cuts_each_range_once(alert, settings, mailgun):
+    for i in range(12):
+        make_subscriber(f"r{i}@example.com")
+    publish_and_cut(alert, batch_size=5, settings=settings)
+    Alert.objects.filter(pk=alert.pk).update(fanned_out_at=None)
+    fanout.alert_fan_out(alert_id=alert.pk)
+    assert Batch.objects.filter(alert=alert).count() == 3
+
+
+def test_it_sends_one_personalised_copy_per_recipient_in_one_call(alert, settings, mailgun):
+    for i in range(30):
+        make_subscriber(f"r{i}@example.com")
+    send_all(publish_and_cut(alert, settings=settings))
+    assert len(mailgun.calls) == 1
+    call = mailgun.calls[0]
+    assert sorted(call.recipients) == sorted(f"r{i}@example.com" for i in range(30))
+    assert call.first("subject") == "Missiles fired <b>hours</b> before summit"
+    assert "Missiles fired &lt;b&gt;hours&lt;/b&gt; before summit" in call.first("html")
+    assert "%recipient.t%" in call.first("html") and "%recipient.t%" in call.first("text")
+    variables = json.loads(call.first("recipient-variables"))
+    tokens = {v["t"] for v in variables.values()}
+    assert len(tokens) == 30
+    assert call.first("h:List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+    assert call.first("h:List-Unsubscribe") == "%recipient.h:List-Unsubscribe%"
+    header = variables["r0@example.com"]["h:List-Unsubscribe"]
+    assert header == f"<https://news.example.com/u/{variables['r0@example.com']['t']}/>"
+    assert "breaking-news.news.example.com" in call.first("h:List-Id")
+
+
+def test_the_ledger_records_every_recipient_with_the_provider_message_id(alert, settings, mailgun):
+    for i in range(7):
+        make_subscriber(f"r{i}@example.com")
+    send_all(publish_and_cut(alert, settings=settings))
+    deliveries = Delivery.objects.filter(alert=alert)
+    assert deliveries.count() == 7
+    assert set(deliveries.values_list("message_id", flat=True)) == {mailgun.calls[0].message_id}
+    alert.refresh_from_db()
+    assert alert.status == Alert.Status.SENT
+    assert alert.first_handoff_at and alert.last_handoff_at and alert.finished_at
+
+
+def test_sending_a_batch_twice_sends_nothing_twice(alert, settings, mailgun):
+    for i in range(5):
+        make_subscriber(f"r{i}@example.com")
+    batches = publish_and_cut(alert, settings=settings)
+    send_all(batches)
+    send_all(batches)
+    assert sum(mailgun.recipient_counts().values()) == 5
+    assert max(mailgun.recipient_counts().values()) == 1
+
+
+def test_a_batch_claimed_by_another_worker_is_retried_after_its_lease(alert, settings, mailgun):
+    make_subscriber()
+    batch = publish_and_cut(alert, settings=settings)[0]
+    Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.SENDING,
+                                             lease_expires_at=timezone.now() + timedelta(seconds=30))
+    with pytest.raises(fanout.RetryLater) as later:
+        fanout.batch_send(batch_id=batch.pk)
+    assert 25 < later.value.countdown < 35
+    assert mailgun.calls == []
+
+
+def test_an_expired_lease_is_taken_over(alert, settings, mailgun):
+    make_subscriber()
+    batch = publish_and_cut(alert, settings=settings)[0]
+    Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.SENDING,
+                                             lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert fanout.batch_send(batch_id=batch.pk) == Batch.Status.SENT
+    assert mailgun.total_recipients == 1
+
+
+def test_unsubscribing_mid_send_skips_the_reader_in_later_batches(alert, settings, mailgun):
+    for i in range(4):
+        make_subscriber(f"r{i}@example.com")
+    batches = publish_and_cut(alert, batch_size=2, settings=settings)
+    fanout.batch_send(batch_id=batches[0].pk)
+    Subscriber.objects.filter(email="r3@example.com").update(status=Subscriber.Status.UNSUBSCRIBED)
+    fanout.batch_send(batch_id=batches[1].pk)
+    assert "r3@example.com" not in mailgun.recipient_counts()
+    assert Batch.objects.get(pk=batches[1].pk).skipped_count == 1
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_transient_provider_errors_release_the_batch_for_a_retry(alert, settings, mailgun, status):
+    make_subscriber()
+    batch = publish_and_cut(alert, settings=settings)[0]
+    mailgun.fail_next(1, status=status, retry_after=7)
+    with pytest.raises(fanout.RetryLater) as later:
+        fanout.batch_send(batch_id=batch.pk)
+    batch.refresh_from_db()
+    assert batch.status == Batch.Status.PENDING and str(status) in batch.last_error
+    if status == 429:
+        assert later.value.countdown >= 7  # Retry-After honoured
+    assert fanout.batch_send(batch_id=batch.pk) == Batch.Status.SENT
+    assert mailgun.total_recipients == 1
+
+
+def test_a_batch_that_keeps_failing_is_marked_failed_and_the_alert_says_so(alert, settings, mailgun):
+    make_subscriber()
+    batch = publish_and_cut(alert, settings=settings)[0]
+    mailgun.fail_next(100, status=500)
+    for _ in range(fanout.MAX_ATTEMPTS):
+        with pytest.raises(fanout.RetryLater):
+            fanout.batch_send(batch_id=batch.pk)
+    assert fanout.batch_send(batch_id=batch.pk) == Batch.Status.FAILED
+    alert.refresh_from_db()
+    assert alert.status == Alert.Status.FAILED
+    assert publishing.alert_progress(alert).batches_failed == 1
+
+
+def test_a_request_the_provider_refuses_outright_is_not_retried(alert, settings, mailgun):
+    make_subscriber()
+    batch = publish_and_cut(alert, settings=settings)[0]
+    mailgun.fail_next(1, status=400)
+    assert fanout.batch_send(batch_id=batch.pk) == Batch.Status.FAILED
+    assert Delivery.objects.get().status == Delivery.Status.FAILED
+
+
+def test_stopping_an_alert_cancels_the_batches_not_yet_sent(alert, settings, mailgun):
+    for i in range(6):
+        make_subscriber(f"r{i}@example.com")
+    batches = publish_and_cut(alert, batch_size=2, settings=settings)
+    fanout.batch_send(batch_id=batches[0].pk)
+    assert publishing.alert_stop(alert_id=alert.pk)
+    send_all(batches[1:])
+    assert mailgun.total_recipients == 2
+    alert.refresh_from_db()
+    assert alert.status == Alert.Status.CANCELLED
+    assert publishing.alert_progress(alert).sent == 2
+
+
+def test_smtp_sends_one_message_per_recipient_over_one_connection(alert, settings):
+    from tests.fakes.smtp import FakeSMTP
+
+    for i in range(5):
+        make_subscriber(f"r{i}@example.com")
+    with FakeSMTP() as smtp:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = smtp.host, smtp.port
+        send_all(publish_and_cut(alert, settings=settings))
+        assert smtp.connections == 1
+        assert smtp.message_count == 5
+        message = smtp.messages[0].parsed()
+        assert message["List-Unsubscribe"].strip().startswith("<https://news.example.com/u/")
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    ids = set(Delivery.objects.values_list("message_id", flat=True))
+    assert len(ids) == 5 and all(i.startswith("<") for i in ids)
+
+
+def test_the_fan_out_query_count_does_not_grow_with_the_audience(alert, settings, mailgun,
+                                                                  django_assert_max_num_queries):
+    for i in range(40):
+        make_subscriber(f"r{i}@example.com")
+    batches = publish_and_cut(alert, settings=settings)
+    with django_assert_max_num_queries(12):
+        fanout.batch_send(batch_id=batches[0].pk)

@@ -1,0 +1,79 @@
+"""Retention jobs: unconfirmed signups and old delivery records are purged."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from celery import current_app
+from django.utils import timezone
+
+from alerts import retention
+from alerts.models import ConsentEvent, Delivery, Subscriber, TrackingEvent
+from alerts.services import RequestMeta, record_consent
+from alerts.subscriber_tasks import purge_old_deliveries, purge_unconfirmed
+from tests.factories import make_delivery, make_subscriber
+
+pytestmark = pytest.mark.django_db
+
+
+def days_ago(days: float):
+    return timezone.now() - timedelta(days=days)
+
+
+@pytest.fixture(autouse=True)
+def eager_celery(settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+
+def test_unconfirmed_signups_are_purged_after_the_retention_period(settings):
+    settings.UNCONFIRMED_RETENTION_DAYS = 7
+    stale = make_subscriber("stale@example.com", status=Subscriber.Status.PENDING, created_at=days_ago(8))
+    record_consent(subscriber=stale, purpose="alerts", action="requested", source="web", meta=RequestMeta())
+    fresh = make_subscriber("fresh@example.com", status=Subscriber.Status.PENDING, created_at=days_ago(6))
+    confirmed = make_subscriber("old@example.com", created_at=days_ago(400))
+    assert purge_unconfirmed.delay().get() == 1
+    assert set(Subscriber.objects.values_list("pk", flat=True)) == {fresh.pk, confirmed.pk}
+    assert not ConsentEvent.objects.filter(subscriber_id=stale.pk).exists()
+
+
+def test_a_once_confirmed_reader_awaiting_reconfirmation_keeps_their_history(settings):
+    returning = make_subscriber("back@example.com", status=Subscriber.Status.PENDING,
+                                created_at=days_ago(30), confirmed_at=days_ago(300))
+    assert retention.purge_unconfirmed() == 0
+    assert Subscriber.objects.filter(pk=returning.pk).exists()
+
+
+def test_the_unconfirmed_period_is_configurable(settings):
+    settings.UNCONFIRMED_RETENTION_DAYS = 2
+    make_subscriber("a@example.com", status=Subscriber.Status.PENDING, created_at=days_ago(3))
+    assert retention.purge_unconfirmed() == 1
+
+
+def test_purging_deletes_in_chunks_and_is_safe_to_repeat(settings, monkeypatch):
+    monkeypatch.setattr(retention, "CHUNK", 2)
+    Subscriber.objects.bulk_create([
+        Subscriber(email=f"p{i}@example.com", email_hmac=f"{i:064d}", created_at=days_ago(10))
+        for i in range(5)])
+    assert retention.purge_unconfirmed() == 5
+    assert retention.purge_unconfirmed() == 0
+
+
+def test_old_delivery_records_and_provider_events_are_purged(settings):
+    settings.DELIVERY_RETENTION_DAYS = 90
+    alice = make_subscriber()
+    old = make_delivery(alice, sent_at=days_ago(91), headline="Old")
+    recent = make_delivery(alice, sent_at=days_ago(89), headline="Recent")
+    TrackingEvent.objects.create(event_id="old", event_type="delivered", occurred_at=days_ago(91))
+    TrackingEvent.objects.create(event_id="new", event_type="delivered", occurred_at=days_ago(1))
+    assert purge_old_deliveries.delay().get() == 1
+    assert list(Delivery.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert not Delivery.objects.filter(pk=old.pk).exists()
+    assert list(TrackingEvent.objects.values_list("event_id", flat=True)) == ["new"]
+    assert Subscriber.objects.filter(pk=alice.pk).exists()
+
+
+def test_the_purge_tasks_have_stable_names_and_the_link_email_its_queue():
+    assert {"alerts.purge_unconfirmed", "alerts.purge_old_deliveries",
+            "alerts.send_preferences_link"} <= set(current_app.tasks)
+    assert current_app.amqp.router.route({}, "alerts.send_preferences_link")["queue"].name == "transactional"

@@ -1,0 +1,166 @@
+"""The JSON endpoint and the embeddable form, as another site's page would use them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alerts.models import ConsentEvent, Subscriber
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/subscribe"
+PARTNER = "https://www.example-news.com"
+
+
+@pytest.fixture(autouse=True)
+def eager_celery(settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+
+@pytest.fixture
+def post_json(client, django_capture_on_commit_callbacks):
+    def post(payload, **extra):
+        body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+        with django_capture_on_commit_callbacks(execute=True):
+            return client.post(API, body, content_type="application/json", **extra)
+
+    return post
+
+
+def test_a_valid_address_gets_the_thanks_as_json(post_json, mailoutbox):
+    response = post_json({"email": "alice@example.com"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ok"] is True
+    assert body["message"] == "Thanks for signing up to the breaking news emails"
+    assert "confirm" in body["detail"]
+    assert [m.to for m in mailoutbox] == [["alice@example.com"]]
+
+
+def test_an_invalid_address_gets_400_and_the_message(post_json, mailoutbox):
+    response = post_json({"email": "alice@"})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["ok"] is False
+    assert body["errors"]["email"] == ["Please enter a valid email address"]
+    assert not Subscriber.objects.exists()
+    assert mailoutbox == []
+
+
+def test_a_mistyped_domain_comes_back_with_a_suggestion(post_json):
+    assert post_json({"email": "alice@hotmial.com"}).json()["suggestion"] == "alice@hotmail.com"
+
+
+def test_a_form_post_is_refused_with_415(client):
+    response = client.post(API, {"email": "alice@example.com"})
+    assert response.status_code == 415
+    assert response.json()["ok"] is False
+    assert not Subscriber.objects.exists()
+
+
+def test_a_body_that_is_not_json_gets_400(post_json):
+    response = post_json(b"{email: alice@example.com")
+    assert response.status_code == 400
+    assert response.json() == {"ok": False, "message": "The request body is not valid JSON."}
+
+
+def test_past_the_ip_limit_the_answer_is_429_json(post_json, settings):
+    settings.SIGNUP_RATE_PER_IP = "2/h"
+    codes = [post_json({"email": f"r{i}@example.com"}).status_code for i in range(3)]
+    assert codes == [200, 200, 429]
+    limited = post_json({"email": "r9@example.com"})
+    assert limited["Content-Type"] == "application/json"
+    assert limited.json()["ok"] is False
+    assert "Too many attempts" in limited.json()["message"]
+    assert Subscriber.objects.count() == 2
+
+
+def test_marketing_consent_needs_a_real_true(post_json):
+    post_json({"email": "a@example.com", "marketing": "false"})
+    post_json({"email": "b@example.com", "marketing": True})
+    given = ConsentEvent.objects.filter(purpose="marketing").values_list("subscriber__email", flat=True)
+    assert list(given) == ["b@example.com"]
+
+
+def test_the_signup_is_recorded_as_coming_from_the_api(post_json):
+    post_json({"email": "alice@example.com"}, HTTP_USER_AGENT="PartnerApp/1.0")
+    event = ConsentEvent.objects.get()
+    assert (event.purpose, event.action, event.source) == ("alerts", "requested", "api")
+    assert event.user_agent == "PartnerApp/1.0"
+    assert Subscriber.objects.get().source == "api"
+
+
+def preflight(client, origin: str):
+    return client.options(API, HTTP_ORIGIN=origin, HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+                          HTTP_ACCESS_CONTROL_REQUEST_HEADERS="content-type")
+
+
+def test_a_preflight_from_an_allowed_origin_is_let_through(client, settings):
+    settings.CORS_ALLOWED_ORIGINS = [PARTNER]
+    response = preflight(client, PARTNER)
+    assert response.status_code == 200
+    assert response["Access-Control-Allow-Origin"] == PARTNER
+    assert "content-type" in response["Access-Control-Allow-Headers"]
+
+
+def test_a_preflight_from_any_other_origin_is_not(client, settings):
+    settings.CORS_ALLOWED_ORIGINS = [PARTNER]
+    response = preflight(client, "https://evil.example.org")
+    assert "Access-Control-Allow-Origin" not in response
+
+
+def test_the_embed_refuses_a_post_from_a_foreign_page(client, settings):
+    settings.EMBED_FRAME_ANCESTORS = [PARTNER]
+    response = client.post("/embed/", {"email": "alice@example.com"}, HTTP_ORIGIN=PARTNER)
+    assert response.status_code == 403
+    assert not Subscriber.objects.exists()
+
+
+def test_the_embed_refuses_a_post_with_no_origin_at_all(client):
+    assert client.post("/embed/", {"email": "alice@example.com"}).status_code == 403
+    assert not Subscriber.objects.exists()
+
+
+def test_the_embed_accepts_its_own_form_and_records_the_embed_source(client, mailoutbox, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/embed/", {"email": "alice@example.com"}, HTTP_ORIGIN="http://testserver")
+    assert response.status_code == 200
+    assert "Thanks for signing up to the breaking news emails" in response.content.decode()
+    assert ConsentEvent.objects.get().source == "embed"
+    assert len(mailoutbox) == 1
+
+
+def test_the_embed_may_be_framed_by_the_configured_sites_only(client, settings):
+    settings.EMBED_FRAME_ANCESTORS = [PARTNER, "https://partner.example.org"]
+    response = client.get("/embed/")
+    assert response.status_code == 200
+    assert response["Content-Security-Policy"] == \
+        f"frame-ancestors 'self' {PARTNER} https://partner.example.org"
+    assert "X-Frame-Options" not in response
+
+
+def test_the_embed_keeps_its_framing_policy_when_the_address_is_refused(client, settings):
+    settings.EMBED_FRAME_ANCESTORS = [PARTNER]
+    response = client.post("/embed/", {"email": "nope"}, HTTP_ORIGIN="http://testserver")
+    assert response.status_code == 400
+    assert "Please enter a valid email address" in response.content.decode()
+    assert PARTNER in response["Content-Security-Policy"]
+    assert "X-Frame-Options" not in response
+
+
+def test_the_embed_explains_the_rate_limit_inside_the_frame(client, settings):
+    settings.SIGNUP_RATE_PER_IP = "1/h"
+    settings.EMBED_FRAME_ANCESTORS = [PARTNER]
+    client.post("/embed/", {"email": "a@example.com"}, HTTP_ORIGIN="http://testserver")
+    response = client.post("/embed/", {"email": "b@example.com"}, HTTP_ORIGIN="http://testserver")
+    assert response.status_code == 429
+    assert "Please try again later" in response.content.decode()
+    # Otherwise the partner's page shows a blank, refused frame instead of the message.
+    assert "X-Frame-Options" not in response
+    assert PARTNER in response["Content-Security-Policy"]
+
+
+def test_the_normal_signup_page_cannot_be_framed(client):
+    assert client.get("/")["X-Frame-Options"] == "DENY"
