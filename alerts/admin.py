@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Sum
 from django.core.exceptions import PermissionDenied
+from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 from . import fanout, publishing
 from .emails import alert_message
 from .models import Alert, Batch, ConsentEvent, Delivery, DigestRun, Subscriber, Topic, Wording
+from .stats import alert_engagement
 from .tokens import link_tokens
 
 
@@ -219,7 +220,7 @@ class AlertAdmin(admin.ModelAdmin):
                         .select_related("subscriber").first())
         return TemplateResponse(request, "admin/alerts/alert/progress.html", self._context(
             request, alert, f"Sending: {alert.headline}", progress=publishing.alert_progress(alert),
-            lookup=lookup, delivery=delivery))
+            engagement=alert_engagement(alert), lookup=lookup, delivery=delivery))
 
     def progress_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         alert = self._alert(request, pk)
@@ -305,3 +306,9 @@ class DigestRunAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+# Reader data rights and the suppression list (registers SuppressionAdmin).
+from .admin_subscribers import erase_subscribers, export_subscriber_data  # noqa: E402
+
+SubscriberAdmin.actions = [*SubscriberAdmin.actions, export_subscriber_data, erase_subscribers]

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from . import fanout
 from .emails import digest_rendering
-from .models import Alert, Batch, DigestRun, Delivery, Subscriber, Suppression
+from .models import Alert, Batch, Delivery, DigestRun, Subscriber, Suppression
 
 logger = logging.getLogger(__name__)
 

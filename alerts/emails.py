@@ -66,6 +66,15 @@ def list_id() -> str:
     return f"{settings.PUBLICATION_NAME} breaking news <breaking-news.{domain}>"
 
 
+def list_headers() -> dict[str, str]:
+    """RFC 8058 one-click unsubscribe and List-Id, with the per-recipient link marker."""
+    return {
+        "List-Unsubscribe": f"<{UNSUBSCRIBE_MARK}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": list_id(),
+    }
+
+
 def alert_rendering(alert: Alert) -> RenderedAlert:
     """Subject, text and inlined-CSS HTML of an alert, with link markers in place of
     each recipient's own links. Everything the editor typed is escaped by the template
@@ -79,11 +88,7 @@ def alert_rendering(alert: Alert) -> RenderedAlert:
         "paragraphs": [p.strip() for p in alert.body.split("\n\n") if p.strip()],
     }
     subject, text, html = render_triple("alert", context)
-    headers = {
-        "List-Unsubscribe": f"<{UNSUBSCRIBE_MARK}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        "List-Id": list_id(),
-    }
+    headers = list_headers()
     return RenderedAlert(subject=subject, text=text, html=css_inline.inline(html), headers=headers)
 
 
@@ -133,9 +138,5 @@ def digest_rendering(alerts: list[Alert], frequency: str) -> RenderedAlert:
         "preferences_url": PREFERENCES_MARK,
     }
     subject, text, html = render_triple("digest", context)
-    headers = {
-        "List-Unsubscribe": f"<{UNSUBSCRIBE_MARK}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        "List-Id": list_id(),
-    }
+    headers = list_headers()
     return RenderedAlert(subject=subject, text=text, html=css_inline.inline(html), headers=headers)

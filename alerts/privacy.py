@@ -97,10 +97,11 @@ def _consent_history(subscriber: Subscriber) -> list[dict]:
 
 
 def _deliveries(subscriber: Subscriber) -> list[dict]:
-    rows = Delivery.objects.filter(subscriber=subscriber).order_by("sent_at").values_list(
-        "alert__headline", "status", "sent_at", "updated_at")
-    return [{"alert": headline, "status": status, "sent_at": _iso(sent), "updated_at": _iso(updated)}
-            for headline, status, sent, updated in rows]
+    rows = Delivery.objects.filter(subscriber=subscriber).order_by("sent_at", "id").values_list(
+        "alert__headline", "digest_key", "status", "sent_at", "updated_at")
+    return [{"email": headline or f"Digest {digest_key}", "status": status,
+             "sent_at": _iso(sent), "updated_at": _iso(updated)}
+            for headline, digest_key, status, sent, updated in rows]
 
 
 def _suppressions(subscriber: Subscriber) -> list[dict]:

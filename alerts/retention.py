@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import Delivery, Subscriber, TrackingEvent
@@ -43,7 +43,9 @@ def purge_old_deliveries(*, now=None) -> int:
     """Delete delivery ledger rows, and provider events, older than
     DELIVERY_RETENTION_DAYS. Returns the number of delivery rows deleted."""
     cutoff = (now or timezone.now()) - timedelta(days=settings.DELIVERY_RETENTION_DAYS)
-    deleted = _delete_in_chunks(Delivery.objects.filter(sent_at__lt=cutoff))
+    # Rows reserved for a digest but never sent have no sent_at: their batch dates them.
+    old = Q(sent_at__lt=cutoff) | Q(sent_at__isnull=True, batch__created_at__lt=cutoff)
+    deleted = _delete_in_chunks(Delivery.objects.filter(old))
     events = _delete_in_chunks(TrackingEvent.objects.filter(occurred_at__lt=cutoff))
     logger.info("Purged %d deliveries and %d provider events older than %s", deleted, events, cutoff)
     return deleted

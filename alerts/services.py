@@ -250,7 +250,9 @@ def subscriber_unsubscribe(
 def _attribute_unsubscribe(subscriber_id: int) -> None:
     # The link carries no alert id, so credit the unsubscribe to the last alert the
     # reader was sent: that is what the per-alert engagement figures count.
-    latest = Delivery.objects.filter(subscriber_id=subscriber_id).order_by("-sent_at", "-id")
+    # Only rows actually sent: reserved digest rows (PENDING) have no sent_at yet.
+    latest = Delivery.objects.filter(subscriber_id=subscriber_id, sent_at__isnull=False).order_by(
+        "-sent_at", "-id")
     Delivery.objects.filter(
         pk__in=latest.values("pk")[:1],
         status__in=[Delivery.Status.SENT, Delivery.Status.DEFERRED, Delivery.Status.DELIVERED,

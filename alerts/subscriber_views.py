@@ -137,11 +137,13 @@ def data_export(request: HttpRequest, token: str) -> HttpResponse:
     """GET shows a Download button; POST returns everything we hold as a JSON
     attachment. The POST keeps the data out of link scanners and proxies' logs."""
     subscriber_id = _link_owner(token)
-    payload = privacy.subscriber_data_json(subscriber_id) if subscriber_id else None
-    if payload is None:
+    if subscriber_id is None or not Subscriber.objects.filter(pk=subscriber_id).exists():
         return _invalid_link(request)
     if request.method == "GET":
         return render(request, "alerts/data_export.html", {"token": token})
+    payload = privacy.subscriber_data_json(subscriber_id)
+    if payload is None:  # erased between the page and the button
+        return _invalid_link(request)
     response = HttpResponse(payload, content_type="application/json; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="my-email-subscription-data.json"'
     return response

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -41,6 +42,8 @@ app.conf.task_routes = {
     "alerts.send_preferences_link": {"queue": "transactional"},
     "alerts.send_digest_batch": {"queue": "digests"},
     "alerts.send_digests": {"queue": "digests"},
+    "alerts.purge_unconfirmed": {"queue": "digests"},
+    "alerts.purge_old_deliveries": {"queue": "digests"},
 }
 # One schedule for all periodic work. Every task here is idempotent, so a second beat
 # process or a doubled tick is harmless.
@@ -48,6 +51,11 @@ app.conf.beat_schedule = {
     "sweep-sends": {"task": "alerts.sweep_sends", "schedule": 10.0, "options": {"queue": "alerts"}},
     # Every minute, so each time zone's digest leaves within a minute of its hour.
     "send-digests": {"task": "alerts.send_digests", "schedule": 60.0, "options": {"queue": "digests"}},
+    # Retention, daily and off-peak; both work in chunks and are safe to re-run.
+    "purge-unconfirmed": {"task": "alerts.purge_unconfirmed", "schedule": crontab(hour=3, minute=17),
+                          "options": {"queue": "digests"}},
+    "purge-old-deliveries": {"task": "alerts.purge_old_deliveries", "schedule": crontab(hour=3, minute=47),
+                             "options": {"queue": "digests"}},
 }
 
 app.autodiscover_tasks()

@@ -138,3 +138,17 @@ def test_publish_alert_command_publishes_and_reports(alert, mailgun, settings, c
     out = capsys.readouterr().out
     assert f"Published alert {alert.pk}" in out
     assert Alert.objects.get(pk=alert.pk).status in (Alert.Status.SENDING, Alert.Status.SENT)
+
+
+def test_progress_warns_when_complaints_pass_one_in_a_thousand(client, publisher, alert):
+    from alerts.models import Delivery
+
+    Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SENT, published_at=timezone.now())
+    batch = Batch.objects.create(alert=alert, first_subscriber_id=1, last_subscriber_id=1000)
+    rows = [Delivery(alert=alert, batch=batch, subscriber=make_subscriber(f"r{i}@example.com"),
+                     status=Delivery.Status.COMPLAINED if i < 2 else Delivery.Status.DELIVERED,
+                     sent_at=timezone.now()) for i in range(1000)]
+    Delivery.objects.bulk_create(rows)
+    page = client.get(f"/admin/alerts/alert/{alert.pk}/progress/").content.decode()
+    assert "Spam complaints are above 0.1%" in page
+    assert "20 per 10,000 delivered" in page

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
 from alerts import digests, publishing
-from alerts.models import Alert, Batch, DigestRun, Delivery, Subscriber, Topic
+from alerts.models import Alert, Batch, Delivery, DigestRun, Subscriber, Topic
 from tests.factories import make_subscriber
 
 pytestmark = pytest.mark.django_db
 
-UTC = dt_timezone.utc
+UTC = UTC
 # 27 November 2026: Tokyo is UTC+9, London is UTC+0.
 TOKYO_7AM = datetime(2026, 11, 26, 22, 0, tzinfo=UTC)
 LONDON_7AM = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)

@@ -97,7 +97,7 @@ def test_downloading_returns_everything_as_a_json_attachment(client, erin):
     consent = data["consent_history"][0]
     assert (consent["purpose"], consent["action"], consent["ip_address"]) == ("alerts", "confirmed", "203.0.113.7")
     assert "breaking news" in consent["wording_shown"]
-    assert data["deliveries"][0]["alert"] == "Breaking: the budget"
+    assert data["deliveries"][0]["email"] == "Breaking: the budget"
     assert data["suppressions"][0]["reason"] == "Added by staff"
 
 

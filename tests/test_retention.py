@@ -9,7 +9,7 @@ from celery import current_app
 from django.utils import timezone
 
 from alerts import retention
-from alerts.models import ConsentEvent, Delivery, Subscriber, TrackingEvent
+from alerts.models import Batch, ConsentEvent, Delivery, Subscriber, TrackingEvent
 from alerts.services import RequestMeta, record_consent
 from alerts.subscriber_tasks import purge_old_deliveries, purge_unconfirmed
 from tests.factories import make_delivery, make_subscriber
@@ -71,6 +71,16 @@ def test_old_delivery_records_and_provider_events_are_purged(settings):
     assert not Delivery.objects.filter(pk=old.pk).exists()
     assert list(TrackingEvent.objects.values_list("event_id", flat=True)) == ["new"]
     assert Subscriber.objects.filter(pk=alice.pk).exists()
+
+
+def test_reserved_rows_never_sent_are_purged_by_their_batchs_age(settings):
+    settings.DELIVERY_RETENTION_DAYS = 90
+    alice = make_subscriber()
+    stuck, fresh = make_delivery(alice, headline="Stuck"), make_delivery(alice, headline="Fresh")
+    Delivery.objects.filter(pk__in=[stuck.pk, fresh.pk]).update(status="pending", sent_at=None)
+    Batch.objects.filter(pk=stuck.batch_id).update(created_at=days_ago(91))
+    assert retention.purge_old_deliveries() == 1
+    assert list(Delivery.objects.values_list("pk", flat=True)) == [fresh.pk]
 
 
 def test_the_purge_tasks_have_stable_names_and_the_link_email_its_queue():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-from django.urls import reverse
 from urllib.parse import urlsplit
 
-from alerts.models import ConsentEvent, Subscriber, Suppression, Wording
+import pytest
+from django.urls import reverse
+
 from alerts.addresses import email_hmac
+from alerts.models import ConsentEvent, Subscriber, Suppression, Wording
 from tests.factories import make_subscriber
 from tests.helpers import assert_email_contains, link_in
 
@@ -140,8 +141,9 @@ def test_an_expired_link_offers_a_new_one(client, post_signup, mailoutbox, monke
     settings.CONFIRM_COOLDOWN_SECONDS = 1
     post_signup(client)
     path = urlsplit(link_in(mailoutbox[0].body, "/confirm/")).path
-    from alerts.tokens import confirm_tokens
     import time
+
+    from alerts.tokens import confirm_tokens
 
     monkeypatch.setattr(confirm_tokens, "_now", lambda: time.time() + 49 * 3600)
     page = client.post(path).content.decode()

@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from alerts.models import ConsentEvent, Subscriber, Suppression
+from alerts.models import ConsentEvent, Delivery, Subscriber, Suppression
 from alerts.tokens import link_tokens
 from tests.factories import make_delivery, make_subscriber
 
@@ -166,9 +166,12 @@ def test_the_button_on_our_page_unsubscribes_and_is_recorded_as_an_email_link(cl
 def test_the_unsubscribe_is_credited_to_the_last_alert_sent(client):
     alice = make_subscriber()
     delivery = make_delivery(alice, status="delivered")
+    reserved = make_delivery(alice, status="pending", headline="Digest")  # a digest not yet sent
+    Delivery.objects.filter(pk=reserved.pk).update(sent_at=None)
     client.post(unsubscribe_path(alice), ONE_CLICK)
     delivery.refresh_from_db()
-    assert delivery.status == "unsubscribed"
+    reserved.refresh_from_db()
+    assert (delivery.status, reserved.status) == ("unsubscribed", "pending")
 
 
 @pytest.mark.django_db
