@@ -32,6 +32,7 @@ from django.utils import timezone
 from .anymail_batch import BatchMessage, backend_class
 from .emails import RenderedAlert, alert_rendering, personalise, personalised_copy, subscriber_links
 from .models import Alert, Batch, Delivery, Subscriber, Suppression
+from .queueing import enqueue_on_commit
 from .tokens import link_tokens
 
 logger = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def create_batches(owner: dict, ranges, task, chunk: int = 200, prepare=None) ->
             if prepare is not None:
                 prepare(batches)
             for batch in batches:
-                task.delay_on_commit(batch_id=batch.pk)
+                enqueue_on_commit(task, batch_id=batch.pk)
         created += len(pending)
         pending.clear()
 

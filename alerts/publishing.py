@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from .emails import alert_message
 from .models import Alert, Batch, DigestRun
+from .queueing import enqueue, enqueue_on_commit
 from .tokens import link_tokens
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def alert_publish(*, alert_id: int, user=None) -> bool:
             pk=alert_id, status__in=[Alert.Status.DRAFT, Alert.Status.SCHEDULED]
         ).update(status=Alert.Status.SENDING, published_at=timezone.now(), published_by=user)
         if started:
-            fan_out_alert.delay_on_commit(alert_id=alert_id)
+            enqueue_on_commit(fan_out_alert, alert_id=alert_id)
     if started:
         logger.info("Alert %s published", alert_id)
     return bool(started)
@@ -137,14 +138,14 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
     uncut = list(Alert.objects.filter(status=Alert.Status.SENDING, fanned_out_at__isnull=True,
                                       published_at__lt=now - requeue_after()).values_list("pk", flat=True))
     for alert_id in uncut:
-        fan_out_alert.delay(alert_id=alert_id)
+        enqueue(fan_out_alert, alert_id=alert_id)
     stuck = list(Batch.objects.filter(
         Q(status=Batch.Status.PENDING, created_at__lt=now - requeue_after())
         | Q(status=Batch.Status.SENDING, lease_expires_at__lt=now),
     ).filter(Q(alert__status=Alert.Status.SENDING) | Q(digest_run__status=DigestRun.Status.SENDING))
         .values_list("pk", "digest_run_id")[:10000])
     for batch_id, digest_run_id in stuck:
-        (send_digest_batch if digest_run_id else send_batch).delay(batch_id=batch_id)
+        enqueue(send_digest_batch if digest_run_id else send_batch, batch_id=batch_id)
     sending = Alert.objects.filter(status=Alert.Status.SENDING, fanned_out_at__isnull=False)
     finished = sum(fanout.alert_finish_if_done(alert_id=pk) for pk in sending.values_list("pk", flat=True))
     runs = DigestRun.objects.filter(status=DigestRun.Status.SENDING, fanned_out_at__isnull=False)

@@ -21,6 +21,7 @@ from django.utils import timezone
 from . import privacy, wording
 from .addresses import email_hmac
 from .models import ConsentEvent, Delivery, Subscriber, Suppression, Topic, Wording
+from .queueing import enqueue, enqueue_on_commit
 from .tokens import TokenExpired, TokenInvalid, confirm_tokens
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def subscriber_subscribe(
         if settings.DOUBLE_OPT_IN or suppression:
             from .tasks import send_confirmation
 
-            send_confirmation.delay_on_commit(subscriber_id=subscriber.pk)
+            enqueue_on_commit(send_confirmation, subscriber_id=subscriber.pk)
         else:
             _confirm(subscriber, source=source, meta=meta, marketing=marketing)
 
@@ -204,7 +205,7 @@ def subscriber_resend_confirmation(*, subscriber_id: int) -> None:
     from .tasks import send_confirmation
 
     if Subscriber.objects.filter(pk=subscriber_id, status=Subscriber.Status.PENDING).exists():
-        send_confirmation.delay(subscriber_id=subscriber_id)
+        enqueue(send_confirmation, subscriber_id=subscriber_id)
 
 
 def subscriber_confirm_token_owner(*, token: str) -> int | None:
@@ -313,7 +314,7 @@ def _request_confirmation(subscriber: Subscriber, *, source: str, meta: RequestM
     subscriber.save(update_fields=["status", "created_at"])
     record_consent(subscriber=subscriber, purpose=Purpose.ALERTS, action=Action.REQUESTED,
                    source=source, meta=meta)
-    send_confirmation.delay_on_commit(subscriber_id=subscriber.pk)
+    enqueue_on_commit(send_confirmation, subscriber_id=subscriber.pk)
 
 
 @dataclass(frozen=True)
@@ -411,7 +412,7 @@ def subscriber_request_preferences_link(*, email: str) -> None:
     """
     from .subscriber_tasks import send_preferences_link
 
-    send_preferences_link.delay(email_hmac=email_hmac(email))
+    enqueue(send_preferences_link, email_hmac=email_hmac(email))
 
 
 def subscriber_erase(*, subscriber_id: int, by=None) -> bool:

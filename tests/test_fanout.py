@@ -232,3 +232,27 @@ def test_the_fan_out_query_count_does_not_grow_with_the_audience(alert, settings
     batches = publish_and_cut(alert, settings=settings)
     with django_assert_max_num_queries(12):
         fanout.batch_send(batch_id=batches[0].pk)
+
+
+def test_publishing_while_the_broker_is_down_loses_nothing(alert, settings, mailgun, monkeypatch,
+                                                           django_capture_on_commit_callbacks):
+    from kombu.exceptions import OperationalError
+
+    from alerts.tasks import fan_out_alert
+
+    make_subscriber()
+
+    def broker_down(**kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(fan_out_alert, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert publishing.alert_publish(alert_id=alert.pk)  # no exception reaches the editor
+    assert Alert.objects.get(pk=alert.pk).status == Alert.Status.SENDING
+    monkeypatch.undo()
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # the broker is back; the worker runs what is queued
+    later = timezone.now() + timedelta(seconds=settings.SWEEP_REQUEUE_AFTER_SECONDS + 1)
+    assert publishing.sweep(now=later)["fan_outs"] == 1
+    assert mailgun.total_recipients == 1
+    assert Alert.objects.get(pk=alert.pk).status == Alert.Status.SENT
