@@ -88,7 +88,7 @@ def audience(alert: Alert) -> QuerySet[Subscriber]:
         frequency=Subscriber.Frequency.IMMEDIATE,
         confirmed_at__lte=alert.published_at,
     ).filter(~Exists(Suppression.objects.filter(email_hmac=OuterRef("email_hmac"), lifted_at__isnull=True)))
-    topic_ids = list(alert.topics.values_list("id", flat=True))
+    topic_ids = _topic_ids(alert)
     if topic_ids:
         follows = Subscriber.topics.through.objects.filter(subscriber_id=OuterRef("pk"))
         subscribers = subscribers.filter(
@@ -97,9 +97,27 @@ def audience(alert: Alert) -> QuerySet[Subscriber]:
     return subscribers
 
 
+_topics_cache: dict[tuple[int, object], list[int]] = {}
+
+
+def _topic_ids(alert: Alert) -> list[int]:
+    """The alert's topics, read once per worker process rather than once per batch (a
+    published alert can no longer be edited; updated_at keys out any earlier edit)."""
+    if alert.pk is None:
+        return []
+    if alert.status in (Alert.Status.DRAFT, Alert.Status.SCHEDULED):
+        return list(alert.topics.values_list("id", flat=True))  # still editable
+    key = (alert.pk, alert.updated_at)
+    if key not in _topics_cache:
+        if len(_topics_cache) > 100:
+            _topics_cache.clear()
+        _topics_cache[key] = list(alert.topics.values_list("id", flat=True))
+    return _topics_cache[key]
+
+
 def audience_count(alert: Alert) -> int:
     """How many would receive the alert if it were published now (for the editor)."""
-    probe = Alert(pk=alert.pk, published_at=timezone.now())
+    probe = Alert(pk=alert.pk, published_at=timezone.now(), status=alert.status)
     return audience(probe).count() if alert.pk else 0
 
 
@@ -249,12 +267,14 @@ def claim_batch(batch_id: int) -> str | None:
 
 def _recipients(batch: Batch) -> list[tuple[int, str]]:
     """Still-eligible subscribers of the batch's range not yet in the ledger."""
-    already = Delivery.objects.filter(alert_id=batch.alert_id, subscriber_id=OuterRef("pk"))
-    return list(
-        audience(batch.alert)
-        .filter(pk__gte=batch.first_subscriber_id, pk__lte=batch.last_subscriber_id)
-        .filter(~Exists(already)).order_by("pk").values_list("pk", "email")
-    )
+    members = audience(batch.alert).filter(
+        pk__gte=batch.first_subscriber_id, pk__lte=batch.last_subscriber_id)
+    if batch.attempts > 1:
+        # Only an earlier attempt of this batch can have written ledger rows for its
+        # range (ranges do not overlap), so the first attempt skips the anti-join.
+        already = Delivery.objects.filter(batch_id=batch.pk, subscriber_id=OuterRef("pk"))
+        members = members.filter(~Exists(already))
+    return list(members.order_by("pk").values_list("pk", "email"))
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> float:
@@ -305,15 +325,30 @@ def _record(batch: Batch, results: list[tuple[int, str, str, str]]) -> None:
         return
     now = timezone.now()
     if db.vendor == "postgresql":
-        ids, statuses, message_ids, errors = (list(column) for column in zip(*results, strict=True))
+        # Rows of one provider call share status and message id, so usually there is
+        # one outcome and one id array; per-message sends (SMTP) use parallel arrays.
+        outcomes: dict[tuple[str, str, str], list[int]] = {}
+        for sid, status, message_id, error in results:
+            outcomes.setdefault((status, message_id, error), []).append(sid)
         with db.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO alerts_delivery"
-                " (alert_id, batch_id, sent_at, digest_key, subscriber_id, status, message_id, error)"
-                " SELECT %s, %s, %s, '', * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])"
-                " ON CONFLICT (alert_id, subscriber_id) DO NOTHING",
-                [batch.alert_id, batch.pk, now, ids, statuses, message_ids, errors],
-            )
+            if len(outcomes) > 3:
+                ids, statuses, message_ids, errors = (list(c) for c in zip(*results, strict=True))
+                cursor.execute(
+                    "INSERT INTO alerts_delivery"
+                    " (alert_id, batch_id, sent_at, digest_key, subscriber_id, status, message_id, error)"
+                    " SELECT %s, %s, %s, '', * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])"
+                    " ON CONFLICT (alert_id, subscriber_id) DO NOTHING",
+                    [batch.alert_id, batch.pk, now, ids, statuses, message_ids, errors],
+                )
+                return
+            for (status, message_id, error), ids in outcomes.items():
+                cursor.execute(
+                    "INSERT INTO alerts_delivery"
+                    " (alert_id, batch_id, sent_at, digest_key, status, message_id, error, subscriber_id)"
+                    " SELECT %s, %s, %s, '', %s, %s, %s, unnest(%s::bigint[])"
+                    " ON CONFLICT (alert_id, subscriber_id) DO NOTHING",
+                    [batch.alert_id, batch.pk, now, status, message_id, error, ids],
+                )
         return
     Delivery.objects.bulk_create(
         [Delivery(alert_id=batch.alert_id, batch_id=batch.pk, sent_at=now, subscriber_id=sid,

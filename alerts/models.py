@@ -302,23 +302,30 @@ class Delivery(models.Model):
         CLICKED = "clicked", "Clicked"
         UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
 
+    # The ledger gets a row per recipient of every alert, a million at a time, written
+    # in one statement per batch. Each foreign-key constraint would add a trigger per
+    # row and each index an insertion, so the references are kept by the application
+    # (Django still cascades deletes) and only the indexes queries use are built.
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries",
-                              null=True, blank=True)
+                              null=True, blank=True, db_constraint=False, db_index=False)
     digest_run = models.ForeignKey(DigestRun, on_delete=models.CASCADE, related_name="deliveries",
-                                   null=True, blank=True)
+                                   null=True, blank=True, db_constraint=False, db_index=False)
     # "daily:2026-11-27" or "weekly:2026-W48"; empty for alert deliveries.
     digest_key = models.CharField(max_length=40, blank=True)
     subscriber = models.ForeignKey(
-        Subscriber, on_delete=models.CASCADE, related_name="deliveries"
+        Subscriber, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False,
     )
-    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="deliveries")
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="deliveries",
+                              db_constraint=False)
     status = models.CharField(max_length=20, choices=Status.choices)
-    message_id = models.CharField(max_length=200, blank=True, db_index=True)
+    message_id = models.CharField(max_length=200, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
     error = models.CharField(max_length=400, blank=True)
 
     class Meta:
+        # Webhook events find their row by provider message id (exact match only).
+        indexes = [models.Index(fields=["message_id"], name="delivery_message_id")]
         constraints = [
             models.UniqueConstraint(
                 fields=["alert", "subscriber"], name="delivery_once_per_alert"
