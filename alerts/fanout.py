@@ -420,34 +420,65 @@ def deliver_rendered(rendered: RenderedAlert, recipients: list[tuple[int, str]],
     return _send_each(rendered, recipients, profile)
 
 
+# Providers that also substitute merge fields in custom headers, so List-Unsubscribe can
+# be one header for the whole batch (anymail's own merge_headers for Mailgun works this
+# way); elsewhere each recipient's header travels as anymail merge_headers.
+HEADER_MERGE = {"Mailgun"}
+
+_connections: dict[tuple[str, str], object] = {}
+
+
+def _connection_key(path: str) -> tuple[str, str]:
+    # Keyed by the provider settings too, so a changed API URL or key takes effect.
+    return path, repr(sorted(settings.ANYMAIL.items()))
+
+
+def _esp_connection(path: str):
+    """One backend (one HTTP session, kept alive) per worker process and provider."""
+    key = _connection_key(path)
+    if key not in _connections:
+        connection = backend_class(path)(fail_silently=False)
+        connection.open()
+        _connections[key] = connection
+    return _connections[key]
+
+
+def _drop_connection(path: str) -> None:
+    connection = _connections.pop(_connection_key(path), None)
+    if connection is not None:
+        connection.close()
+
+
 def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *, tag: str,
                  metadata: dict[str, str]):
     """One API call for the whole batch; each copy gets its own links via merge data."""
     field = profile.merge_field.format("t")
     # Reversed with a plain placeholder: reverse() would percent-encode the merge field.
     links = {name: url.replace("TOKEN", field) for name, url in subscriber_links("TOKEN").items()}
-    unsubscribe_prefix, unsubscribe_suffix = subscriber_links("TOKEN")["unsubscribe_url"].split("TOKEN")
+    headers = {k: personalise(v, links) for k, v in rendered.headers.items()}
     make_token = link_tokens.bulk_maker()
-    merge_data, merge_headers, to = {}, {}, []
-    for subscriber_id, email in recipients:
-        token = make_token(subscriber_id)
-        to.append(email)
-        merge_data[email] = {"t": token}
-        merge_headers[email] = {"List-Unsubscribe": f"<{unsubscribe_prefix}{token}{unsubscribe_suffix}>"}
-    headers = {k: v for k, v in rendered.headers.items() if k != "List-Unsubscribe"}
-    connection = backend_class(profile.backend_path)(fail_silently=False)
+    to = [email for _, email in recipients]
+    merge_data = {email: {"t": make_token(sid)} for sid, email in recipients}
+    merge_headers = None
+    if profile.esp_name not in HEADER_MERGE:
+        unsubscribe = headers.pop("List-Unsubscribe")
+        merge_headers = {email: {"List-Unsubscribe": unsubscribe.replace(field, data["t"])}
+                         for email, data in merge_data.items()}
     message = BatchMessage(
         subject=rendered.subject, body=personalise(rendered.text, links),
-        from_email=settings.DEFAULT_FROM_EMAIL, to=to, headers=headers, connection=connection,
-        merge_data=merge_data, merge_headers=merge_headers,
+        from_email=settings.DEFAULT_FROM_EMAIL, to=to, headers=headers,
+        connection=_esp_connection(profile.backend_path), merge_data=merge_data,
         tags=[tag], metadata=metadata,
     )
+    if merge_headers:
+        message.merge_headers = merge_headers
     message.attach_alternative(personalise(rendered.html, links), "text/html")
     try:
         message.send()
     except AnymailRecipientsRefused as error:
         return [(sid, Delivery.Status.FAILED, "", str(error)[:400]) for sid, _ in recipients]
     except AnymailAPIError as error:
+        _drop_connection(profile.backend_path)
         raise _classify(error) from error
     return _statuses(message, recipients)
 

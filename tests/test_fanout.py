@@ -99,9 +99,8 @@ def test_it_sends_one_personalised_copy_per_recipient_in_one_call(alert, setting
     tokens = {v["t"] for v in variables.values()}
     assert len(tokens) == 30
     assert call.first("h:List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
-    assert call.first("h:List-Unsubscribe") == "%recipient.h:List-Unsubscribe%"
-    header = variables["r0@example.com"]["h:List-Unsubscribe"]
-    assert header == f"<https://news.example.com/u/{variables['r0@example.com']['t']}/>"
+    # Mailgun fills %recipient.t% in headers too: each copy gets its own link.
+    assert call.first("h:List-Unsubscribe") == "<https://news.example.com/u/%recipient.t%/>"
     assert "breaking-news.news.example.com" in call.first("h:List-Id")
 
 
