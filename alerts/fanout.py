@@ -158,29 +158,40 @@ def send_batch_task():
     return send_batch
 
 
+# Batches cut per database round trip: enough to keep workers busy while the walk goes
+# on, small enough that the first of them are queued within milliseconds.
+RANGES_PER_STEP = 50
+
+
 def ranges_after(members: QuerySet[Subscriber], after: int, size: int):
     """Yield (first_id, last_id, count) for consecutive runs of `size` subscribers of
-    `members` with ids above `after`, computed by the database in one ordered pass."""
-    inner = members.filter(pk__gt=after).values(sid=F("pk"))
-    sql, params = inner.query.sql_with_params()
-    query = (
-        "SELECT sid, rn, total, last_id FROM ("
-        "  SELECT a.sid, row_number() OVER (ORDER BY a.sid) AS rn,"
-        "         count(*) OVER () AS total, max(a.sid) OVER () AS last_id"
-        f"  FROM ({sql}) AS a"
-        ") AS numbered WHERE (rn - 1) %% %s = 0 ORDER BY sid"
-    )
-    with db.cursor() as cursor:
-        cursor.execute(query, [*params, size])
-        starts = cursor.fetchall()  # one row per batch: a thousandth of the audience
-    for index, (first_id, rn, total, last_id) in enumerate(starts):
-        if index + 1 < len(starts):
-            yield first_id, starts[index + 1][0] - 1, size
-        else:
-            yield first_id, last_id, total - rn + 1
+    `members` with ids above `after`. Walks the index in id order, RANGES_PER_STEP
+    batches per query (keyset: each step starts after the last id of the one before),
+    so batches are queued while the rest of a million-row audience is still being cut."""
+    while True:
+        step = members.filter(pk__gt=after).order_by("pk").values(sid=F("pk"))[: size * RANGES_PER_STEP]
+        sql, params = step.query.sql_with_params()
+        query = (
+            "SELECT sid, rn, total, last_id FROM ("
+            "  SELECT a.sid, row_number() OVER (ORDER BY a.sid) AS rn,"
+            "         count(*) OVER () AS total, max(a.sid) OVER () AS last_id"
+            f"  FROM ({sql}) AS a"
+            ") AS numbered WHERE (rn - 1) %% %s = 0 ORDER BY sid"
+        )
+        with db.cursor() as cursor:
+            cursor.execute(query, [*params, size])
+            starts = cursor.fetchall()  # one row per batch
+        for index, (first_id, rn, total, last_id) in enumerate(starts):
+            if index + 1 < len(starts):
+                yield first_id, starts[index + 1][0] - 1, size
+            else:
+                yield first_id, last_id, total - rn + 1
+        if not starts or starts[0][2] < size * RANGES_PER_STEP:
+            return
+        after = starts[0][3]
 
 
-def create_batches(owner: dict, ranges, task, chunk: int = 200, prepare=None) -> int:
+def create_batches(owner: dict, ranges, task, chunk: int = RANGES_PER_STEP, prepare=None) -> int:
     """Write Batch rows for `ranges` under `owner` ({"alert": a} or {"digest_run": r})
     in chunks, queueing `task` for each after its chunk commits. `prepare(batches)`
     runs inside the chunk's transaction (digests reserve their ledger rows there)."""
@@ -243,10 +254,10 @@ def batch_send(*, batch_id: int) -> str:
         release_batch(batch, str(error))
         raise RetryLater(retry_delay(batch.attempts, error.retry_after), str(error)) from error
     except PermanentSendError as error:
-        _record(batch, [(sid, Delivery.Status.FAILED, "", str(error)[:400]) for sid, _ in recipients])
-        return close_batch(batch, Batch.Status.FAILED, error=str(error))
-    _record(batch, results)
-    return close_batch(batch, Batch.Status.SENT, skipped=batch.planned_count - len(recipients))
+        failed = [(sid, Delivery.Status.FAILED, "", str(error)[:400]) for sid, _ in recipients]
+        return close_batch(batch, Batch.Status.FAILED, error=str(error), results=failed)
+    return close_batch(batch, Batch.Status.SENT, skipped=batch.planned_count - len(recipients),
+                       results=results)
 
 
 def claim_batch(batch_id: int) -> str | None:
@@ -287,33 +298,51 @@ def release_batch(batch: Batch, error: str) -> None:
         status=Batch.Status.PENDING, lease_expires_at=None, last_error=error[:2000])
 
 
-def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0) -> str:
-    """Record a batch's outcome and totals; finish its alert or digest run if it was
-    the last open batch."""
+NOT_SENT = (Delivery.Status.FAILED, Delivery.Status.PENDING, Delivery.Status.SKIPPED)
+
+
+def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
+                results: list[tuple[int, str, str, str]] | None = None) -> str:
+    """Write the batch's ledger rows (`results`) and its outcome and totals in one
+    transaction; then finish its alert or digest run if it was the last open batch."""
     now = timezone.now()
-    not_sent = [Delivery.Status.FAILED, Delivery.Status.PENDING, Delivery.Status.SKIPPED]
-    counts = Delivery.objects.filter(batch=batch).aggregate(
-        sent=Count("pk", filter=~Q(status__in=not_sent)),
-        failed=Count("pk", filter=Q(status=Delivery.Status.FAILED)),
-        skipped=Count("pk", filter=Q(status=Delivery.Status.SKIPPED)),
-    )
-    sent, failed = counts["sent"], counts["failed"]
-    skipped += counts["skipped"]
-    Batch.objects.filter(pk=batch.pk).update(
-        status=status, sent_count=sent, failed_count=failed, skipped_count=max(skipped, 0),
-        sent_at=now if status == Batch.Status.SENT else None, lease_expires_at=None,
-        last_error=error[:2000] if error else F("last_error"),
-    )
+    with transaction.atomic():
+        if results:
+            _record(batch, results)
+        if results is not None and batch.attempts == 1 and not batch.digest_run_id:
+            # First attempt: this call's results are all the batch's rows.
+            sent = sum(1 for _, state, _, _ in results if state not in NOT_SENT)
+            failed = sum(1 for _, state, _, _ in results if state == Delivery.Status.FAILED)
+        else:
+            counts = Delivery.objects.filter(batch=batch).aggregate(
+                sent=Count("pk", filter=~Q(status__in=NOT_SENT)),
+                failed=Count("pk", filter=Q(status=Delivery.Status.FAILED)),
+                skipped=Count("pk", filter=Q(status=Delivery.Status.SKIPPED)),
+            )
+            sent, failed = counts["sent"], counts["failed"]
+            if batch.digest_run_id:
+                skipped += counts["skipped"]
+            elif status == Batch.Status.SENT:
+                # Rows written by earlier attempts are in `sent`; whoever is left out
+                # of the range was unsubscribed or suppressed since publication.
+                skipped = batch.planned_count - sent - failed
+        Batch.objects.filter(pk=batch.pk).update(
+            status=status, sent_count=sent, failed_count=failed, skipped_count=max(skipped, 0),
+            sent_at=now if status == Batch.Status.SENT else None, lease_expires_at=None,
+            last_error=error[:2000] if error else F("last_error"),
+        )
+        if sent and batch.alert_id:
+            Alert.objects.filter(pk=batch.alert_id).update(
+                first_handoff_at=Coalesce("first_handoff_at", now),
+                last_handoff_at=Greatest(Coalesce("last_handoff_at", now), now),
+            )
+    # Outside the transaction, so that of two batches finishing together the later one
+    # sees the other's commit (the sweeper catches any that both miss).
     if batch.digest_run_id:
         from .digests import digest_run_finish_if_done
 
         digest_run_finish_if_done(run_id=batch.digest_run_id)
         return status
-    if sent:
-        Alert.objects.filter(pk=batch.alert_id).update(
-            first_handoff_at=Coalesce("first_handoff_at", now),
-            last_handoff_at=Greatest(Coalesce("last_handoff_at", now), now),
-        )
     alert_finish_if_done(alert_id=batch.alert_id)
     return status
 

@@ -21,6 +21,7 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import task_prerun
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -59,3 +60,15 @@ app.conf.beat_schedule = {
 }
 
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+def _drop_unusable_connections(task=None, **kwargs) -> None:
+    """With connections reused across tasks (CELERY_DB_REUSE_MAX), close one that broke
+    or outlived CONN_MAX_AGE before the task runs, as Django does between requests.
+    Eager tasks run inside the caller's transaction and must not touch it."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -255,3 +255,15 @@ def test_publishing_while_the_broker_is_down_loses_nothing(alert, settings, mail
     assert publishing.sweep(now=later)["fan_outs"] == 1
     assert mailgun.total_recipients == 1
     assert Alert.objects.get(pk=alert.pk).status == Alert.Status.SENT
+
+
+def test_the_audience_walk_cuts_the_same_batches_in_small_steps(alert, settings, mailgun, monkeypatch):
+    monkeypatch.setattr(fanout, "RANGES_PER_STEP", 2)
+    for i in range(20):
+        make_subscriber(f"r{i}@example.com")
+    Subscriber.objects.filter(email="r7@example.com").update(status=Subscriber.Status.UNSUBSCRIBED)
+    batches = publish_and_cut(alert, batch_size=3, settings=settings)
+    assert [b.planned_count for b in batches] == [3] * 6 + [1]
+    send_all(batches)
+    counts = mailgun.recipient_counts()
+    assert len(counts) == 19 and max(counts.values()) == 1 and "r7@example.com" not in counts

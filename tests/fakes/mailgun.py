@@ -300,7 +300,12 @@ def _field_addresses(field: str, values: list[str]) -> list[str]:
         found = _SIMPLE_ADDRESS_LINE.findall(joined)
         if len(found) == len(values):
             return [bare + named for bare, named in found]
-    # Quoted names, comma-separated lists, or an invalid address somewhere.
+    # Comma-separated bare addresses (one field for a whole batch): split, check each.
+    if '"' not in joined and "<" not in joined:
+        parts = [part.strip() for part in joined.replace("\n", ",").split(",")]
+        if parts and all(_BARE_ADDRESS.fullmatch(part) for part in parts):
+            return parts
+    # Quoted names, or an invalid address somewhere.
     return [addr for value in values for addr in _addresses(field, value)]
 
 
