@@ -216,7 +216,8 @@ def create_batches(owner: dict, ranges, task, chunk: int = RANGES_PER_STEP, prep
     for first_id, last_id, count in ranges:
         pending.append(Batch(**owner, first_subscriber_id=first_id,
                              last_subscriber_id=last_id, planned_count=count))
-        if len(pending) >= chunk:
+        # The very first batch goes alone, so its send starts before the rest are cut.
+        if len(pending) >= chunk or created == 0:
             flush()
     if pending:
         flush()
