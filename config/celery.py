@@ -22,17 +22,18 @@ import os
 from celery import Celery
 from celery.schedules import crontab
 from celery.signals import task_prerun
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
-app.conf.task_queues = (
-    Queue("alerts"),
-    Queue("transactional"),
-    Queue("digests"),
+# Each queue has its own exchange and routing key. Left unset, Celery binds every queue
+# to the default exchange and key, and a message for one queue lands in all three.
+app.conf.task_queues = tuple(
+    Queue(name, Exchange(name, type="direct"), routing_key=name)
+    for name in ("alerts", "transactional", "digests")
 )
 app.conf.task_default_queue = "transactional"
 app.conf.task_routes = {
