@@ -37,6 +37,12 @@ def _clean_cache():
 
 
 @pytest.fixture
+def eager_celery(settings):
+    """Run tasks in-process: for tests of what a task does, not of the broker."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+
+@pytest.fixture
 def broker_redis() -> redis.Redis:
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     try:

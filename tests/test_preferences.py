@@ -17,14 +17,9 @@ from alerts.tokens import link_tokens
 from tests.factories import make_subscriber
 from tests.helpers import assert_email_contains, link_in
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 REQUEST = "/preferences/"
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
 
 
 @pytest.fixture

@@ -21,14 +21,9 @@ from alerts.services import RequestMeta
 from alerts.tokens import link_tokens
 from tests.factories import make_delivery, make_subscriber
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 EMAIL = "Erin.Erase@example.com"
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
 
 
 @pytest.fixture

@@ -14,16 +14,11 @@ from alerts.services import RequestMeta, record_consent
 from alerts.subscriber_tasks import purge_old_deliveries, purge_unconfirmed
 from tests.factories import make_delivery, make_subscriber
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 
 def days_ago(days: float):
     return timezone.now() - timedelta(days=days)
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
 
 
 def test_unconfirmed_signups_are_purged_after_the_retention_period(settings):

@@ -12,14 +12,9 @@ from alerts.models import ConsentEvent, Subscriber, Suppression, Wording
 from tests.factories import make_subscriber
 from tests.helpers import assert_email_contains, link_in
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 SIGNUP = "/"
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
 
 
 @pytest.fixture

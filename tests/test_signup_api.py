@@ -8,15 +8,10 @@ import pytest
 
 from alerts.models import ConsentEvent, Subscriber
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 API = "/api/subscribe"
 PARTNER = "https://www.example-news.com"
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
 
 
 @pytest.fixture

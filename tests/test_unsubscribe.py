@@ -18,9 +18,7 @@ from tests.factories import make_delivery, make_subscriber
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
+pytestmark = pytest.mark.usefixtures("eager_celery")
 
 
 def unsubscribe_path(subscriber: Subscriber) -> str:
