@@ -217,7 +217,7 @@ class AlertAdmin(admin.ModelAdmin):
         delivery = None
         if lookup:
             delivery = (Delivery.objects.filter(alert=alert, subscriber__email__iexact=lookup)
-                        .select_related("subscriber").first())
+                        .select_related("subscriber", "batch").first())
         return TemplateResponse(request, "admin/alerts/alert/progress.html", self._context(
             request, alert, f"Sending: {alert.headline}", progress=publishing.alert_progress(alert),
             engagement=alert_engagement(alert), lookup=lookup, delivery=delivery))
@@ -242,10 +242,10 @@ class ScheduleForm(forms.Form):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ["alert", "subscriber", "status", "sent_at", "message_id"]
+    list_display = ["alert", "subscriber", "status", "sent_at", "provider_message_id"]
     list_filter = ["status", "alert"]
-    search_fields = ["subscriber__email", "message_id"]
-    list_select_related = ["alert", "subscriber"]
+    search_fields = ["subscriber__email", "message_id", "batch__message_id"]
+    list_select_related = ["alert", "subscriber", "batch"]
     raw_id_fields = ["alert", "subscriber", "batch"]
     show_full_result_count = False
 

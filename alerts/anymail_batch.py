@@ -17,7 +17,14 @@ from functools import cache
 
 from anymail.backends.base import BasePayload
 from anymail.message import AnymailMessage
-from anymail.utils import EmailAddress, concat_lists, force_non_lazy_dict, parse_address_list
+from anymail.utils import (
+    UNSET,
+    EmailAddress,
+    concat_lists,
+    force_non_lazy_dict,
+    merge_dicts_one_level,
+    parse_address_list,
+)
 from django.utils.module_loading import import_string
 
 
@@ -57,6 +64,12 @@ def _trusted_address(addr_spec: str) -> EmailAddress:
     return TrustedAddress(addr_spec) if addr_spec.isascii() else EmailAddress(addr_spec=addr_spec)
 
 
+def _merge_data_combiner(default, value):
+    # Without an ANYMAIL MERGE_DATA default there is nothing to merge: take the
+    # message's dict as it is, rather than copying a thousand per-recipient dicts.
+    return value if default is UNSET else merge_dicts_one_level(default, value)
+
+
 class PrevalidatedRecipientsMixin:
     """Mixed into an anymail Payload class: skip re-parsing prevalidated `to` lists and
     re-copying merge data that is already plain strings."""
@@ -66,7 +79,7 @@ class PrevalidatedRecipientsMixin:
         for attr, combiner, converter in BasePayload.base_message_attrs
     )
     anymail_message_attrs = tuple(
-        (attr, combiner, "convert_merge_data") if attr == "merge_data" else (attr, combiner, converter)
+        (attr, _merge_data_combiner, "convert_merge_data") if attr == "merge_data" else (attr, combiner, converter)
         for attr, combiner, converter in BasePayload.anymail_message_attrs
     )
 

@@ -160,10 +160,9 @@ def digest_batch_send(*, batch_id: int) -> str:
     """Send the reserved digests of one batch. Safe to re-run: only rows still PENDING
     are sent, and the claim keeps two workers off one batch. Raises fanout.RetryLater on
     transient provider errors, after recording what was already sent."""
-    claim = fanout.claim_batch(batch_id)
-    if claim is not None:
-        return claim
-    batch = Batch.objects.select_related("digest_run").get(pk=batch_id)
+    batch = fanout.claim_batch(batch_id)
+    if isinstance(batch, str):
+        return batch
     pending = Delivery.objects.filter(batch=batch, status=Delivery.Status.PENDING)
     if batch.attempts > fanout.MAX_ATTEMPTS:
         pending.update(status=Delivery.Status.FAILED, error="gave up after repeated provider errors")
@@ -294,5 +293,5 @@ def _update_ids(model, ids: list[int], *, key: str = "id", where: dict | None = 
     with db.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET {sets} WHERE {key} = ANY(%s::bigint[]){conditions}",
-            [*values.values(), ids, *where.values()],
+            [*values.values(), fanout.bigint_array(ids), *where.values()],
         )

@@ -17,14 +17,15 @@ from __future__ import annotations
 import logging
 import random
 import smtplib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
 from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import get_connection
+from django.db import IntegrityError, transaction
 from django.db import connection as db
-from django.db import transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -238,16 +239,15 @@ def batch_send(*, batch_id: int) -> str:
     transient provider errors (after releasing the claim) and when another worker holds
     the batch's lease, so a redelivered task waits for the lease rather than vanishing.
     """
-    claim = claim_batch(batch_id)
-    if claim is not None:
-        return claim
-    batch = Batch.objects.select_related("alert").get(pk=batch_id)
-    alert = batch.alert
-    if alert.status == Alert.Status.CANCELLED:
+    batch = claim_batch(batch_id)
+    if isinstance(batch, str):
+        return batch
+    alert = _published_alert(batch)
+    if batch.alert_status == Alert.Status.CANCELLED:
         return close_batch(batch, Batch.Status.CANCELLED)
     if batch.attempts > MAX_ATTEMPTS:
         return close_batch(batch, Batch.Status.FAILED, error=f"Gave up after {MAX_ATTEMPTS} attempts: {batch.last_error}")
-    recipients = _recipients(batch)
+    recipients = _recipients(batch, alert)
     try:
         results = deliver(alert, recipients)
     except TransientSendError as error:
@@ -261,15 +261,21 @@ def batch_send(*, batch_id: int) -> str:
                        results=results)
 
 
-def claim_batch(batch_id: int) -> str | None:
-    """Take the batch for this worker; None on success, else why not."""
+def claim_batch(batch_id: int) -> Batch | str:
+    """Take the batch for this worker: the claimed Batch, or (a string) why not."""
     now = timezone.now()
-    claimed = Batch.objects.filter(pk=batch_id).filter(
-        Q(status=Batch.Status.PENDING) | Q(status=Batch.Status.SENDING, lease_expires_at__lt=now)
-    ).update(status=Batch.Status.SENDING, attempts=F("attempts") + 1,
-             lease_expires_at=now + timedelta(seconds=settings.BATCH_LEASE_SECONDS))
+    # One conditional UPDATE ... RETURNING: the claim, the batch and what the send
+    # needs to know of its alert now, in one round trip.
+    claimed = list(Batch.objects.raw(
+        "UPDATE alerts_batch SET status = %s, attempts = attempts + 1, lease_expires_at = %s"
+        " WHERE id = %s AND (status = %s OR (status = %s AND lease_expires_at < %s))"
+        " RETURNING *, (SELECT status FROM alerts_alert WHERE id = alert_id) AS alert_status,"
+        " (SELECT updated_at FROM alerts_alert WHERE id = alert_id) AS alert_updated_at",
+        [Batch.Status.SENDING, now + timedelta(seconds=settings.BATCH_LEASE_SECONDS), batch_id,
+         Batch.Status.PENDING, Batch.Status.SENDING, now],
+    ))
     if claimed:
-        return None
+        return claimed[0]
     row = Batch.objects.filter(pk=batch_id).values("status", "lease_expires_at").first()
     if row and row["status"] == Batch.Status.SENDING:
         wait = (row["lease_expires_at"] - now).total_seconds() + random.uniform(0.5, 2)
@@ -277,9 +283,24 @@ def claim_batch(batch_id: int) -> str | None:
     return row["status"] if row else "missing"
 
 
-def _recipients(batch: Batch) -> list[tuple[int, str]]:
+_alerts_cache: dict[tuple[int, object], Alert] = {}
+
+
+def _published_alert(batch: Batch) -> Alert:
+    """The batch's alert, read once per worker process rather than once per batch. A
+    published alert's content, publication time and topics no longer change, and an
+    edit would change updated_at; its status is read fresh with every claim."""
+    key = (batch.alert_id, batch.alert_updated_at)
+    if key not in _alerts_cache:
+        if len(_alerts_cache) > 20:
+            _alerts_cache.clear()
+        _alerts_cache[key] = Alert.objects.get(pk=batch.alert_id)
+    return _alerts_cache[key]
+
+
+def _recipients(batch: Batch, alert: Alert) -> list[tuple[int, str]]:
     """Still-eligible subscribers of the batch's range not yet in the ledger."""
-    members = audience(batch.alert).filter(
+    members = audience(alert).filter(
         pk__gte=batch.first_subscriber_id, pk__lte=batch.last_subscriber_id)
     if batch.attempts > 1:
         # Only an earlier attempt of this batch can have written ledger rows for its
@@ -306,7 +327,16 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
                 results: list[tuple[int, str, str, str]] | None = None) -> str:
     """Write the batch's ledger rows (`results`) and its outcome and totals in one
     transaction; then finish its alert or digest run if it was the last open batch."""
+    if results and batch.attempts == 1 and batch.alert_id and db.vendor == "postgresql":
+        try:
+            _close_first_attempt(batch, status, error=error, skipped=skipped, results=results)
+        except IntegrityError:
+            logger.warning("Batch %s: ledger rows already present; recording with a conflict check", batch.pk)
+        else:
+            alert_finish_if_done(alert_id=batch.alert_id)
+            return status
     now = timezone.now()
+    batch_message_id, results = _shared_message_id(results) if results else ("", results)
     with transaction.atomic():
         if results:
             _record(batch, results)
@@ -331,6 +361,7 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
             status=status, sent_count=sent, failed_count=failed, skipped_count=max(skipped, 0),
             sent_at=now if status == Batch.Status.SENT else None, lease_expires_at=None,
             last_error=error[:2000] if error else F("last_error"),
+            message_id=batch_message_id or F("message_id"),
         )
         if sent and batch.alert_id:
             Alert.objects.filter(pk=batch.alert_id).update(
@@ -346,6 +377,63 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
         return status
     alert_finish_if_done(alert_id=batch.alert_id)
     return status
+
+
+def _close_first_attempt(batch: Batch, status: str, *, error: str, skipped: int,
+                         results: list[tuple[int, str, str, str]]) -> None:
+    """close_batch for the common case, a batch's first attempt at an alert: the
+    ledger rows, the batch's outcome and the alert's hand-off times in one statement
+    (one round trip, atomic on its own). Nothing can be in the ledger for the batch
+    yet, so the rows are inserted without an ON CONFLICT check; should a row exist all
+    the same (ranges overlapping after a concurrent re-cut), the statement fails as a
+    whole with IntegrityError, and close_batch's general path, which tolerates it,
+    runs instead."""
+    now = timezone.now()
+    batch_message_id, rows = _shared_message_id(results)
+    outcomes: dict[tuple[str, str, str], list[int]] = {}
+    for sid, state, message_id, reason in rows:
+        outcomes.setdefault((state, message_id, reason), []).append(sid)
+    sent = sum(len(ids) for (state, _, _), ids in outcomes.items() if state not in NOT_SENT)
+    failed = sum(len(ids) for (state, _, _), ids in outcomes.items() if state == Delivery.Status.FAILED)
+    selects, params = [], []
+    for (state, message_id, reason), ids in outcomes.items():
+        selects.append("SELECT %s::bigint, %s::bigint, %s::timestamptz, '', %s, %s, %s, unnest(%s::bigint[])")
+        params += [batch.alert_id, batch.pk, now, state, message_id, reason, bigint_array(ids)]
+    sql = (
+        "WITH ledger AS ("
+        "  INSERT INTO alerts_delivery"
+        "  (alert_id, batch_id, sent_at, digest_key, status, message_id, error, subscriber_id) "
+        + " UNION ALL ".join(selects) +
+        "), closed AS ("
+        "  UPDATE alerts_batch SET status = %s, sent_count = %s, failed_count = %s,"
+        "  skipped_count = %s, sent_at = %s, lease_expires_at = NULL, message_id = %s,"
+        "  last_error = CASE WHEN %s = '' THEN last_error ELSE %s END WHERE id = %s"
+        ") UPDATE alerts_alert SET first_handoff_at = COALESCE(first_handoff_at, %s),"
+        "  last_handoff_at = GREATEST(COALESCE(last_handoff_at, %s), %s) WHERE id = %s AND %s"
+    )
+    params += [status, sent, failed, max(skipped, 0), now if status == Batch.Status.SENT else None,
+               batch_message_id, error[:2000], error[:2000], batch.pk, now, now, now, batch.alert_id, sent > 0]
+    # Alone, the statement is its own transaction; inside one (a caller's atomic block)
+    # it gets a savepoint, so that a failure leaves the outer transaction usable.
+    with transaction.atomic() if db.in_atomic_block else nullcontext(), db.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def bigint_array(ids: list[int]) -> str:
+    """A PostgreSQL bigint[] literal, for `%s::bigint[]`. Django's psycopg cursor binds
+    parameters client-side, and adapting a list of a thousand ints there costs ten
+    times the join (about 1.3 ms a batch)."""
+    return "{" + ",".join(map(str, map(int, ids))) + "}"
+
+
+def _shared_message_id(results: list[tuple[int, str, str, str]]) -> tuple[str, list]:
+    """One provider call gives all its recipients one message id (Mailgun): keep it
+    once, on the batch, and leave the rows' own column empty."""
+    ids = {message_id for _, _, message_id, _ in results}
+    if len(ids) == 1 and len(results) > 1:
+        shared = ids.pop()
+        return shared, [(sid, state, "", reason) for sid, state, _, reason in results]
+    return "", results
 
 
 def _record(batch: Batch, results: list[tuple[int, str, str, str]]) -> None:
@@ -377,7 +465,7 @@ def _record(batch: Batch, results: list[tuple[int, str, str, str]]) -> None:
                     " (alert_id, batch_id, sent_at, digest_key, status, message_id, error, subscriber_id)"
                     " SELECT %s, %s, %s, '', %s, %s, %s, unnest(%s::bigint[])"
                     " ON CONFLICT (alert_id, subscriber_id) DO NOTHING",
-                    [batch.alert_id, batch.pk, now, status, message_id, error, ids],
+                    [batch.alert_id, batch.pk, now, status, message_id, error, bigint_array(ids)],
                 )
         return
     Delivery.objects.bulk_create(
@@ -389,17 +477,22 @@ def _record(batch: Batch, results: list[tuple[int, str, str, str]]) -> None:
 
 
 def alert_finish_if_done(*, alert_id: int) -> bool:
-    """Mark a sending alert finished once it is fully cut and no batch is open."""
-    open_batches = Batch.objects.filter(
-        alert_id=alert_id, status__in=[Batch.Status.PENDING, Batch.Status.SENDING])
-    if open_batches.exists():
-        return False
-    batches = Batch.objects.filter(alert_id=alert_id)
-    failed_only = batches.exists() and not batches.exclude(status=Batch.Status.FAILED).exists()
-    return bool(Alert.objects.filter(
-        pk=alert_id, status=Alert.Status.SENDING, fanned_out_at__isnull=False,
-    ).update(status=Alert.Status.FAILED if failed_only else Alert.Status.SENT,
-             finished_at=timezone.now()))
+    """Mark a sending alert finished once it is fully cut and no batch is open: failed
+    if every batch failed, else sent. Every batch runs this as it closes, so it is one
+    statement rather than a round trip per question."""
+    with db.cursor() as cursor:
+        cursor.execute(
+            "UPDATE alerts_alert SET finished_at = %s, status = CASE"
+            "  WHEN EXISTS (SELECT 1 FROM alerts_batch WHERE alert_id = %s)"
+            "   AND NOT EXISTS (SELECT 1 FROM alerts_batch WHERE alert_id = %s AND status <> %s)"
+            "  THEN %s ELSE %s END"
+            " WHERE id = %s AND status = %s AND fanned_out_at IS NOT NULL AND NOT EXISTS ("
+            "  SELECT 1 FROM alerts_batch WHERE alert_id = %s AND status IN (%s, %s))",
+            [timezone.now(), alert_id, alert_id, Batch.Status.FAILED, Alert.Status.FAILED,
+             Alert.Status.SENT, alert_id, Alert.Status.SENDING, alert_id, Batch.Status.PENDING,
+             Batch.Status.SENDING],
+        )
+        return cursor.rowcount > 0
 
 
 # --- Talking to the provider ----------------------------------------------------------
@@ -529,17 +622,26 @@ def _retry_after(error: AnymailAPIError) -> float | None:
         return None
 
 
+REFUSED = frozenset({"rejected", "invalid", "failed"})
+
+
 def _statuses(message: BatchMessage, recipients) -> list[tuple[int, str, str, str]]:
-    per_recipient = message.anymail_status.recipients
+    status = message.anymail_status
+    if isinstance(status.message_id, str) and not status.status & REFUSED:
+        # One id and no refusals (Mailgun queues a whole call under one id): the same
+        # row for everyone, without a lookup per recipient.
+        sent, message_id = Delivery.Status.SENT, status.message_id
+        return [(subscriber_id, sent, message_id, "") for subscriber_id, _ in recipients]
+    per_recipient = status.recipients
     results = []
     for subscriber_id, email in recipients:
-        status = per_recipient.get(email)
-        refused = status is not None and status.status in {"rejected", "invalid", "failed"}
+        recipient = per_recipient.get(email)
+        refused = recipient is not None and recipient.status in REFUSED
         results.append((
             subscriber_id,
             Delivery.Status.FAILED if refused else Delivery.Status.SENT,
-            (status.message_id or "") if status else "",
-            status.status if refused else "",
+            (recipient.message_id or "") if recipient else "",
+            recipient.status if refused else "",
         ))
     return results
 

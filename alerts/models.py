@@ -264,6 +264,8 @@ class Batch(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # The provider's id for the batch's one API call (Mailgun gives every recipient of a
+    # call the same id), kept here once rather than on each of its ledger rows.
     message_id = models.CharField(max_length=200, blank=True)
     last_error = models.TextField(blank=True)
 
@@ -276,7 +278,10 @@ class Batch(models.Model):
                 fields=["digest_run", "first_subscriber_id"], name="batch_unique_digest_range"
             ),
         ]
-        indexes = [models.Index(fields=["status", "lease_expires_at"])]
+        indexes = [
+            models.Index(fields=["status", "lease_expires_at"]),
+            models.Index(fields=["message_id"], name="batch_message_id", condition=~Q(message_id="")),
+        ]
         verbose_name_plural = "batches"
 
     def __str__(self) -> str:
@@ -303,21 +308,25 @@ class Delivery(models.Model):
         UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
 
     # The ledger gets a row per recipient of every alert, a million at a time, written
-    # in one statement per batch. Each foreign-key constraint would add a trigger per
-    # row and each index an insertion, so the references are kept by the application
-    # (Django still cascades deletes) and only the indexes queries use are built.
-    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries",
+    # in one statement per batch, and each index costs an insertion per row. So there
+    # are no foreign-key constraints (a trigger per row; the application keeps the
+    # references and Django still cascades deletes) and only three indexes: the
+    # primary key, batch (which also finds an alert's rows, through its batches) and
+    # the unique (subscriber, alert), which finds a subscriber's rows.
+    alert = models.ForeignKey(Alert, on_delete=models.DO_NOTHING, related_name="deliveries",
                               null=True, blank=True, db_constraint=False, db_index=False)
     digest_run = models.ForeignKey(DigestRun, on_delete=models.CASCADE, related_name="deliveries",
                                    null=True, blank=True, db_constraint=False, db_index=False)
     # "daily:2026-11-27" or "weekly:2026-W48"; empty for alert deliveries.
     digest_key = models.CharField(max_length=40, blank=True)
-    subscriber = models.ForeignKey(
-        Subscriber, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False,
-    )
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries",
+                                   db_constraint=False, db_index=False)
+    # An alert's rows go when its batches go (an alert's rows all belong to its batches).
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="deliveries",
                               db_constraint=False)
     status = models.CharField(max_length=20, choices=Status.choices)
+    # Set where each recipient got their own provider message (SMTP, digests); empty
+    # where the whole batch went as one call, whose id is on the batch.
     message_id = models.CharField(max_length=200, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
@@ -325,10 +334,11 @@ class Delivery(models.Model):
 
     class Meta:
         # Webhook events find their row by provider message id (exact match only).
-        indexes = [models.Index(fields=["message_id"], name="delivery_message_id")]
+        indexes = [models.Index(fields=["message_id"], name="delivery_message_id",
+                                condition=~Q(message_id=""))]
         constraints = [
             models.UniqueConstraint(
-                fields=["alert", "subscriber"], name="delivery_once_per_alert"
+                fields=["subscriber", "alert"], name="delivery_once_per_alert"
             ),
             models.UniqueConstraint(
                 fields=["subscriber", "digest_key"], condition=~Q(digest_key=""),
@@ -340,6 +350,10 @@ class Delivery(models.Model):
     def __str__(self) -> str:
         what = self.alert_id or self.digest_key
         return f"{what} -> {self.subscriber_id}: {self.status}"
+
+    @property
+    def provider_message_id(self) -> str:
+        return self.message_id or (self.batch.message_id if self.batch_id else "")
 
 
 class Suppression(models.Model):

@@ -17,12 +17,13 @@ from datetime import datetime, timedelta
 from anymail.signals import AnymailTrackingEvent, EventType, RejectReason, tracking
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.dispatch import receiver
 from django.utils import timezone
 
 from . import services
 from .addresses import email_hmac
-from .models import ConsentEvent, Delivery, Subscriber, Suppression, TrackingEvent
+from .models import Batch, ConsentEvent, Delivery, Subscriber, Suppression, TrackingEvent
 
 logger = logging.getLogger(__name__)
 
@@ -164,9 +165,13 @@ def _update_delivery(message_id: str, recipient_hmac: str, status: str) -> None:
     if not message_id:
         return
     bare = message_id.strip("<>")
+    spellings = {message_id, bare, f"<{bare}>"}
     earlier = STATUS_ORDER[: STATUS_ORDER.index(status)]
+    # The id is on the row when the recipient had a message of their own, and on the
+    # batch when the whole batch went out as one provider call.
+    batches = Batch.objects.filter(message_id__in=spellings).values("pk")
     Delivery.objects.filter(
-        message_id__in={message_id, bare, f"<{bare}>"},
+        Q(message_id__in=spellings) | Q(message_id="", batch__in=batches),
         subscriber__email_hmac=recipient_hmac,
         status__in=earlier,
     ).update(status=status, updated_at=timezone.now())

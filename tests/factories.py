@@ -25,3 +25,16 @@ def make_delivery(subscriber: Subscriber, *, message_id: str = "<m1@mg.example.c
                                  last_subscriber_id=subscriber.pk)
     return Delivery.objects.create(alert=alert, subscriber=subscriber, batch=batch, status=status,
                                    message_id=message_id, sent_at=sent_at or timezone.now())
+
+
+def make_batch_deliveries(subscribers: list[Subscriber], *, message_id: str = "<m1@mg.example.com>",
+                          headline: str = "Breaking: test alert") -> list:
+    """Ledger rows of one batch sent as one provider call, as the fan-out writes them:
+    the provider's message id on the batch, the rows' own column empty."""
+    from alerts.models import Alert, Batch, Delivery
+
+    alert = Alert.objects.create(headline=headline)
+    batch = Batch.objects.create(alert=alert, first_subscriber_id=min(s.pk for s in subscribers),
+                                 last_subscriber_id=max(s.pk for s in subscribers), message_id=message_id)
+    return [Delivery.objects.create(alert=alert, subscriber=s, batch=batch, status="sent",
+                                    sent_at=timezone.now()) for s in subscribers]

@@ -110,7 +110,9 @@ def test_the_ledger_records_every_recipient_with_the_provider_message_id(alert, 
     send_all(publish_and_cut(alert, settings=settings))
     deliveries = Delivery.objects.filter(alert=alert)
     assert deliveries.count() == 7
-    assert set(deliveries.values_list("message_id", flat=True)) == {mailgun.calls[0].message_id}
+    # One API call, one provider id: kept once, on the batch, and read through each row.
+    assert {d.provider_message_id for d in deliveries.select_related("batch")} == {mailgun.calls[0].message_id}
+    assert set(deliveries.values_list("message_id", flat=True)) == {""}
     alert.refresh_from_db()
     assert alert.status == Alert.Status.SENT
     assert alert.first_handoff_at and alert.last_handoff_at and alert.finished_at
@@ -222,6 +224,23 @@ def test_smtp_sends_one_message_per_recipient_over_one_connection(alert, setting
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     ids = set(Delivery.objects.values_list("message_id", flat=True))
     assert len(ids) == 5 and all(i.startswith("<") for i in ids)
+
+
+def test_a_batch_overlapping_rows_already_in_the_ledger_still_records_everyone_once(alert, settings, mailgun):
+    readers = [make_subscriber(f"r{i}@example.com") for i in range(4)]
+    batch, = publish_and_cut(alert, settings=settings)
+    # Say an earlier, overlapping cut of the audience already sent to the first reader:
+    # that row stays as it was, and the batch still records the other three.
+    earlier = Batch.objects.create(alert=alert, first_subscriber_id=-1, last_subscriber_id=readers[0].pk,
+                                   status=Batch.Status.SENT, message_id="<earlier@mg>")
+    Delivery.objects.create(alert=alert, batch=earlier, subscriber=readers[0], status="sent")
+    assert fanout.batch_send(batch_id=batch.pk) == Batch.Status.SENT
+    rows = Delivery.objects.filter(alert=alert).select_related("batch")
+    assert sorted(r.subscriber_id for r in rows) == [r.pk for r in readers]
+    assert {r.subscriber_id: r.provider_message_id for r in rows}[readers[0].pk] == "<earlier@mg>"
+    assert {r.provider_message_id for r in rows if r.batch_id == batch.pk} == {mailgun.calls[0].message_id}
+    batch.refresh_from_db()
+    assert (batch.status, batch.sent_count) == (Batch.Status.SENT, 4)
 
 
 def test_the_fan_out_query_count_does_not_grow_with_the_audience(alert, settings, mailgun,

@@ -19,7 +19,7 @@ import alerts.admin_subscribers  # noqa: F401  (registers SuppressionAdmin, as a
 from alerts import checks
 from alerts.models import Alert, Batch, ConsentEvent, Delivery, Subscriber, Suppression, TrackingEvent
 from alerts.stats import alert_engagement
-from tests.factories import make_delivery, make_subscriber
+from tests.factories import make_batch_deliveries, make_delivery, make_subscriber
 
 pytestmark = pytest.mark.django_db
 
@@ -148,6 +148,18 @@ def test_only_the_recipients_own_delivery_changes_in_a_batch(alice):
     mine.refresh_from_db()
     his.refresh_from_db()
     assert (mine.status, his.status) == ("sent", "bounced")
+
+
+def test_events_find_rows_of_a_batch_sent_as_one_call_by_the_batchs_message_id(alice):
+    bob = make_subscriber("bob@example.com")
+    mine, his = make_batch_deliveries([alice, bob], message_id=MESSAGE_ID)
+    send_event("delivered", recipient="bob@example.com", message_id=MESSAGE_ID.strip("<>"))
+    send_event("opened", recipient="bob@example.com")
+    mine.refresh_from_db()
+    his.refresh_from_db()
+    assert (mine.status, his.status) == ("sent", "opened")
+    assert his.provider_message_id == MESSAGE_ID
+    assert alert_engagement(his.alert)["opened"] == 1
 
 
 def test_an_unsubscribe_through_the_provider_is_recorded(alice):

@@ -230,3 +230,23 @@ def test_undo_needs_a_post_with_a_csrf_token(client):
     assert Client(enforce_csrf_checks=True).post(path).status_code == 403
     alice.refresh_from_db()
     assert alice.status == Subscriber.Status.UNSUBSCRIBED
+
+
+# --- The link tokens themselves ----------------------------------------------------
+
+
+def test_bulk_made_link_tokens_are_djangos_own_timestamp_signatures(settings):
+    from django.core import signing
+
+    from alerts.tokens import LINK_SALT
+
+    settings.SECRET_KEY = "another-secret-key-" * 5
+    make = link_tokens.bulk_maker()
+    signer = signing.TimestampSigner(salt=LINK_SALT)
+    for subscriber_id in (1, 42, 10**12):
+        token = make(subscriber_id)
+        assert signer.unsign(token, max_age=60) == str(subscriber_id)
+        assert link_tokens.read(token) == subscriber_id
+    token = make(7)
+    with pytest.raises(signing.BadSignature):
+        signer.unsign(token[:-1] + ("A" if token[-1] != "A" else "B"), max_age=60)
