@@ -121,7 +121,8 @@ def _start_run(period: Period, zone_key: str, zone_names: list[str]) -> int | No
     size = fanout.sending_profile().batch_size
     fanout.create_batches({"digest_run": run}, fanout.ranges_after(members, 0, size), send_digest_batch,
                           prepare=lambda batches: _reserve(batches, members, period, run))
-    planned = Delivery.objects.filter(digest_run=run).count()
+    # Through the run's batches: the ledger is indexed by batch, not by run.
+    planned = Delivery.objects.filter(batch__digest_run=run).count()
     DigestRun.objects.filter(pk=run.pk).update(fanned_out_at=timezone.now(), planned=planned)
     logger.info("Digest %s for %s: %d subscribers reserved", period.key, zone_key, planned)
     digest_run_finish_if_done(run_id=run.pk)
