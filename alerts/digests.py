@@ -248,7 +248,10 @@ _cache: dict[tuple, object] = {}
 
 
 def _rendering(alert_ids: tuple[int, ...], frequency: str):
-    key = (alert_ids, frequency)
+    # Keyed by each alert's last edit too: an id alone can come back (SQLite reuses the
+    # id of a deleted last row), and the cache lives as long as the worker.
+    stamps = tuple(Alert.objects.filter(pk__in=alert_ids).order_by("pk").values_list("pk", "updated_at"))
+    key = (stamps, frequency)
     if key not in _cache:
         if len(_cache) > 200:
             _cache.clear()
