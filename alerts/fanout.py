@@ -428,21 +428,11 @@ def _close_first_attempt(batch: Batch, status: str, *, error: str, skipped: int,
     runs instead."""
     now = timezone.now()
     batch_message_id, rows = _shared_message_id(results)
-    outcomes: dict[tuple[str, str, str], list[int]] = {}
-    for sid, state, message_id, reason in rows:
-        outcomes.setdefault((state, message_id, reason), []).append(sid)
-    sent = sum(len(ids) for (state, _, _), ids in outcomes.items() if state not in NOT_SENT)
-    failed = sum(len(ids) for (state, _, _), ids in outcomes.items() if state == Delivery.Status.FAILED)
-    selects, params = [], []
-    for (state, message_id, reason), ids in outcomes.items():
-        selects.append("SELECT %s::bigint, %s::bigint, %s::timestamptz, '', %s, %s, %s, unnest(%s::bigint[])")
-        params += [batch.alert_id, batch.pk, now, state, message_id, reason, bigint_array(ids)]
+    sent = sum(1 for _, state, _, _ in rows if state not in NOT_SENT)
+    failed = sum(1 for _, state, _, _ in rows if state == Delivery.Status.FAILED)
+    insert, params = _ledger_insert(batch, rows, now)
     sql = (
-        "WITH ledger AS ("
-        "  INSERT INTO alerts_delivery"
-        "  (alert_id, batch_id, sent_at, digest_key, status, message_id, error, subscriber_id) "
-        + " UNION ALL ".join(selects) +
-        "), closed AS ("
+        f"WITH ledger AS ({insert}), closed AS ("
         "  UPDATE alerts_batch SET status = %s, sent_count = %s, failed_count = %s,"
         "  skipped_count = %s, sent_at = %s, lease_expires_at = NULL, message_id = %s,"
         "  last_error = CASE WHEN %s = '' THEN last_error ELSE %s END WHERE id = %s"
@@ -474,6 +464,27 @@ def _shared_message_id(results: list[tuple[int, str, str, str]]) -> tuple[str, l
     return "", results
 
 
+def _ledger_insert(batch: Batch, results: list[tuple[int, str, str, str]], now) -> tuple[str, list]:
+    """One INSERT of the batch's ledger rows (PostgreSQL). Rows of one provider call
+    share status and message id, so usually there is one outcome and one id array;
+    per-message sends (SMTP) carry parallel arrays instead."""
+    outcomes: dict[tuple[str, str, str], list[int]] = {}
+    for sid, status, message_id, error in results:
+        outcomes.setdefault((status, message_id, error), []).append(sid)
+    head = ("INSERT INTO alerts_delivery"
+            " (alert_id, batch_id, sent_at, digest_key, subscriber_id, status, message_id, error) ")
+    if len(outcomes) > 3:
+        ids, statuses, message_ids, errors = (list(c) for c in zip(*results, strict=True))
+        return (head + "SELECT %s::bigint, %s::bigint, %s::timestamptz, '', *"
+                " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])",
+                [batch.alert_id, batch.pk, now, bigint_array(ids), statuses, message_ids, errors])
+    selects, params = [], []
+    for (status, message_id, error), ids in outcomes.items():
+        selects.append("SELECT %s::bigint, %s::bigint, %s::timestamptz, '', unnest(%s::bigint[]), %s, %s, %s")
+        params += [batch.alert_id, batch.pk, now, bigint_array(ids), status, message_id, error]
+    return head + " UNION ALL ".join(selects), params
+
+
 def _record(batch: Batch, results: list[tuple[int, str, str, str]]) -> None:
     """Write ledger rows for one batch in one statement (ON CONFLICT: a row already
     written by an earlier attempt stays as it was)."""
@@ -481,30 +492,9 @@ def _record(batch: Batch, results: list[tuple[int, str, str, str]]) -> None:
         return
     now = timezone.now()
     if db.vendor == "postgresql":
-        # Rows of one provider call share status and message id, so usually there is
-        # one outcome and one id array; per-message sends (SMTP) use parallel arrays.
-        outcomes: dict[tuple[str, str, str], list[int]] = {}
-        for sid, status, message_id, error in results:
-            outcomes.setdefault((status, message_id, error), []).append(sid)
+        insert, params = _ledger_insert(batch, results, now)
         with db.cursor() as cursor:
-            if len(outcomes) > 3:
-                ids, statuses, message_ids, errors = (list(c) for c in zip(*results, strict=True))
-                cursor.execute(
-                    "INSERT INTO alerts_delivery"
-                    " (alert_id, batch_id, sent_at, digest_key, subscriber_id, status, message_id, error)"
-                    " SELECT %s, %s, %s, '', * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])"
-                    " ON CONFLICT (alert_id, subscriber_id) DO NOTHING",
-                    [batch.alert_id, batch.pk, now, ids, statuses, message_ids, errors],
-                )
-                return
-            for (status, message_id, error), ids in outcomes.items():
-                cursor.execute(
-                    "INSERT INTO alerts_delivery"
-                    " (alert_id, batch_id, sent_at, digest_key, status, message_id, error, subscriber_id)"
-                    " SELECT %s, %s, %s, '', %s, %s, %s, unnest(%s::bigint[])"
-                    " ON CONFLICT (alert_id, subscriber_id) DO NOTHING",
-                    [batch.alert_id, batch.pk, now, status, message_id, error, bigint_array(ids)],
-                )
+            cursor.execute(f"{insert} ON CONFLICT (alert_id, subscriber_id) DO NOTHING", params)
         return
     Delivery.objects.bulk_create(
         [Delivery(alert_id=batch.alert_id, batch_id=batch.pk, sent_at=now, subscriber_id=sid,
