@@ -84,11 +84,16 @@ def audience(alert: Alert) -> QuerySet[Subscriber]:
     """Subscribers an alert goes to as it happens: confirmed before it was published,
     taking alerts as they happen, not suppressed, and following one of its topics (a
     subscriber with no topics follows them all)."""
+    return unsuppressed(audience_before_suppression(alert))
+
+
+def audience_before_suppression(alert: Alert) -> QuerySet[Subscriber]:
+    """The audience but for the suppression list, which the cut joins on its own."""
     subscribers = Subscriber.objects.filter(
         status=Subscriber.Status.CONFIRMED,
         frequency=Subscriber.Frequency.IMMEDIATE,
         confirmed_at__lte=alert.published_at,
-    ).filter(~Exists(Suppression.objects.filter(email_hmac=OuterRef("email_hmac"), lifted_at__isnull=True)))
+    )
     topic_ids = _topic_ids(alert)
     if topic_ids:
         follows = Subscriber.topics.through.objects.filter(subscriber_id=OuterRef("pk"))
@@ -96,6 +101,11 @@ def audience(alert: Alert) -> QuerySet[Subscriber]:
             ~Exists(follows) | Exists(follows.filter(topic_id__in=topic_ids))
         )
     return subscribers
+
+
+def unsuppressed(subscribers: QuerySet[Subscriber]) -> QuerySet[Subscriber]:
+    return subscribers.filter(
+        ~Exists(Suppression.objects.filter(email_hmac=OuterRef("email_hmac"), lifted_at__isnull=True)))
 
 
 _topics_cache: dict[tuple[int, object], list[int]] = {}
@@ -144,7 +154,8 @@ def alert_fan_out(*, alert_id: int) -> int:
     if first:
         owner = {"alert": alert}
         cut += create_batches(owner, [(first[0], first[-1], len(first))], send_batch_task())
-        cut += create_batches(owner, ranges_after(audience(alert), first[-1], size), send_batch_task())
+        rest = ranges_after(audience_before_suppression(alert), first[-1], size, join_suppressions=True)
+        cut += create_batches(owner, rest, send_batch_task())
     Alert.objects.filter(pk=alert_id).update(
         fanned_out_at=timezone.now(), audience_size=_planned_total(alert_id)
     )
@@ -164,49 +175,90 @@ def send_batch_task():
 RANGES_PER_STEP = 50
 
 
-def ranges_after(members: QuerySet[Subscriber], after: int, size: int):
+def ranges_after(members: QuerySet[Subscriber], after: int, size: int, *,
+                 join_suppressions: bool = False):
     """Yield (first_id, last_id, count) for consecutive runs of `size` subscribers of
     `members` with ids above `after`. Walks the index in id order, RANGES_PER_STEP
-    batches per query (keyset: each step starts after the last id of the one before),
-    so batches are queued while the rest of a million-row audience is still being cut."""
+    batches' worth of rows per query (keyset: each step starts after the last id the
+    one before read), so batches are queued while the rest of a million-row audience is
+    still being walked; a batch may span two steps. Only one id per batch leaves the
+    database.
+
+    With `join_suppressions`, `members` leaves out the suppression list's filter and
+    each step applies it with one hash join. As a per-row NOT EXISTS under the step's
+    LIMIT, PostgreSQL would probe the suppression index once per subscriber: two
+    thirds of a step's time.
+    """
+    if join_suppressions and db.vendor != "postgresql":
+        members, join_suppressions = unsuppressed(members), False
+    rows = size * RANGES_PER_STEP
+    first = last = None  # the batch being filled: its first member, the last so far
+    count = 0  # and how many it has
     while True:
-        step = members.filter(pk__gt=after).order_by("pk").values(sid=F("pk"))[: size * RANGES_PER_STEP]
-        starts = _batch_starts(*step.query.sql_with_params(), size)  # one row per batch
-        for index, (first_id, rn, total, last_id) in enumerate(starts):
-            if index + 1 < len(starts):
-                yield first_id, starts[index + 1][0] - 1, size
-            else:
-                yield first_id, last_id, total - rn + 1
-        if not starts or starts[0][2] < size * RANGES_PER_STEP:
-            return
-        after = starts[0][3]
+        step = members.filter(pk__gt=after).order_by("pk")
+        if join_suppressions:
+            step = step.values(sid=F("pk"), hmac=F("email_hmac"))[:rows]
+        else:
+            step = step.values(sid=F("pk"))[:rows]
+        # Position (1-based) among this step's members of the next batch's first one.
+        start = 1 if first is None else size - count + 1
+        starts, found, scanned, step_last, last_read = _walk_step(
+            *step.query.sql_with_params(), start, size, join_suppressions)
+        for first_id in starts:
+            if first is not None:
+                yield first, first_id - 1, size
+            first = first_id
+        if found:
+            count = found - (start + (len(starts) - 1) * size) + 1 if starts else count + found
+            last = step_last
+        if scanned < rows:
+            break
+        after = last_read
+    if first is not None:
+        yield first, last, count
 
 
-def _batch_starts(sql: str, params: tuple, size: int) -> list[tuple[int, int, int, int]]:
-    """(first id, its position, count, last id of the step) for every size-th row of
-    the id query `sql`."""
+def _walk_step(sql: str, params: tuple, start: int, size: int, join_suppressions: bool
+               ) -> tuple[list[int], int, int, int | None, int | None]:
+    """One step of the walk over the id query `sql`: the ids of its members at
+    positions start, start + size, ...; how many members it found; how many rows it
+    read; its last member's id; the last id it read."""
     if db.vendor != "postgresql":
         query = (
             "SELECT sid, rn, total, last_id FROM ("
             "  SELECT a.sid, row_number() OVER (ORDER BY a.sid) AS rn,"
             "         count(*) OVER () AS total, max(a.sid) OVER () AS last_id"
             f"  FROM ({sql}) AS a"
-            ") AS numbered WHERE (rn - 1) %% %s = 0 ORDER BY sid"
+            ") AS numbered WHERE rn >= %s AND (rn - %s) %% %s = 0 ORDER BY sid"
         )
         with db.cursor() as cursor:
-            cursor.execute(query, [*params, size])
-            return cursor.fetchall()
+            cursor.execute(query, [*params, start, start, size])
+            rows = cursor.fetchall()
+            if not rows:
+                cursor.execute(f"SELECT count(*), max(a.sid) FROM ({sql}) AS a", params)
+                total, last_id = cursor.fetchone()
+                return [], total, total, last_id, last_id
+        total, last_id = rows[0][2], rows[0][3]
+        return [sid for sid, _, _, _ in rows], total, total, last_id, last_id
+    members, join = "array_agg(a.sid ORDER BY a.sid)", ""
+    if join_suppressions:
+        # An address has at most one active suppression, so the join adds no rows.
+        members += " FILTER (WHERE s.email_hmac IS NULL)"
+        join = " LEFT JOIN alerts_suppression AS s ON s.email_hmac = a.hmac AND s.lifted_at IS NULL"
     query = (  # one array per step, cheaper than numbering its rows with window functions
-        "SELECT ids[i], i, cardinality(ids), ids[cardinality(ids)]"
-        f" FROM (SELECT array_agg(sid ORDER BY sid) AS ids FROM ({sql}) AS a) AS step,"
-        " generate_series(1, cardinality(ids), %s) AS i ORDER BY i"
+        "SELECT ids[i], cardinality(ids), scanned, ids[cardinality(ids)], last_read"
+        f" FROM (SELECT {members} AS ids, count(*) AS scanned, max(a.sid) AS last_read"
+        f"       FROM ({sql}) AS a{join}) AS step"
+        " LEFT JOIN generate_series(%s, cardinality(ids), %s) AS i ON true ORDER BY i"
     )
     with transaction.atomic(), db.cursor() as cursor:
         # A parallel plan would take the cores the sending workers need, for a scan
         # that stops after RANGES_PER_STEP batches anyway.
         cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-        cursor.execute(query, [*params, size])
-        return cursor.fetchall()
+        cursor.execute(query, [*params, start, size])
+        rows = cursor.fetchall()
+    _, found, scanned, step_last, last_read = rows[0]
+    return [row[0] for row in rows if row[0] is not None], found or 0, scanned, step_last, last_read
 
 
 def create_batches(owner: dict, ranges, task, chunk: int = RANGES_PER_STEP, prepare=None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import timedelta
 
@@ -286,3 +287,31 @@ def test_the_audience_walk_cuts_the_same_batches_in_small_steps(alert, settings,
     send_all(batches)
     counts = mailgun.recipient_counts()
     assert len(counts) == 19 and max(counts.values()) == 1 and "r7@example.com" not in counts
+
+
+@pytest.mark.parametrize("suppressed", [
+    [],
+    [3, 4, 5],             # the end of the first step's first batch
+    list(range(6, 18)),    # a step with too few members to fill the open batch
+    [0, 13, 20, 26, 27],   # scattered, first and last included
+    list(range(1, 28)),    # everyone after the first reader
+])
+def test_the_walk_cuts_full_batches_around_suppressed_readers(alert, settings, mailgun, monkeypatch,
+                                                              suppressed):
+    # Steps of 8 rows and batches of 4: suppressed readers are read by a step but are
+    # not members, so batches span steps and every step ends part-way through a batch.
+    monkeypatch.setattr(fanout, "RANGES_PER_STEP", 2)
+    readers = [make_subscriber(f"r{i}@example.com") for i in range(28)]
+    for i in suppressed:
+        Suppression.objects.create(email_hmac=readers[i].email_hmac, reason="bounced")
+    batches = publish_and_cut(alert, batch_size=4, settings=settings)
+
+    members = [r.pk for i, r in enumerate(readers) if i not in suppressed]
+    in_range = [[pk for pk in members if b.first_subscriber_id <= pk <= b.last_subscriber_id] for b in batches]
+    assert [pk for batch in in_range for pk in batch] == members  # each member in one batch, in order
+    assert [b.planned_count for b in batches] == [len(batch) for batch in in_range]
+    assert all(n == 4 for n in (b.planned_count for b in batches[:-1]))
+    assert all(a.last_subscriber_id < b.first_subscriber_id for a, b in itertools.pairwise(batches))
+    send_all(batches)
+    assert sorted(mailgun.recipient_counts()) == sorted(f"r{i}@example.com" for i in range(28) if i not in suppressed)
+    assert max(mailgun.recipient_counts().values()) == 1
