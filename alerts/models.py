@@ -299,6 +299,14 @@ class Batch(models.Model):
         return f"Batch {self.pk} of {owner}"
 
 
+class DeliveryQuerySet(models.QuerySet):
+    def of_subscriber(self, subscriber_id: int) -> DeliveryQuerySet:
+        """One subscriber's rows, by index: for alerts, one probe of the unique
+        (alert, subscriber) per alert; digest rows through their (subscriber, digest_key)."""
+        alert_ids = list(Alert.objects.values_list("pk", flat=True))
+        return self.filter(Q(alert_id__in=alert_ids) | ~Q(digest_key=""), subscriber_id=subscriber_id)
+
+
 class Delivery(models.Model):
     """The ledger: one row per recipient an alert (or a digest) was handed to the
     provider for. Digest rows are reserved as PENDING before sending: the unique
@@ -322,14 +330,20 @@ class Delivery(models.Model):
     # are no foreign-key constraints (a trigger per row; the application keeps the
     # references and Django still cascades deletes) and only three indexes: the
     # primary key, batch (which also finds an alert's rows, through its batches) and
-    # the unique (subscriber, alert), which finds a subscriber's rows.
+    # the unique (alert, subscriber). All three grow at their right-hand end as an
+    # alert is sent; an index led by the subscriber would take each batch's thousand
+    # rows at a thousand places spread over the whole ledger. A subscriber's own rows
+    # (erasure, their data, unsubscribe attribution) are found through the alerts:
+    # see DeliveryQuerySet.of_subscriber.
     alert = models.ForeignKey(Alert, on_delete=models.DO_NOTHING, related_name="deliveries",
                               null=True, blank=True, db_constraint=False, db_index=False)
     digest_run = models.ForeignKey(DigestRun, on_delete=models.CASCADE, related_name="deliveries",
                                    null=True, blank=True, db_constraint=False, db_index=False)
     # "daily:2026-11-27" or "weekly:2026-W48"; empty for alert deliveries.
     digest_key = models.CharField(max_length=40, blank=True)
-    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries",
+    # Not cascaded: Django would delete by subscriber_id, which no index leads with.
+    # subscriber_erase deletes a subscriber's rows through of_subscriber first.
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.DO_NOTHING, related_name="deliveries",
                                    db_constraint=False, db_index=False)
     # An alert's rows go when its batches go (an alert's rows all belong to its batches).
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="deliveries",
@@ -342,13 +356,15 @@ class Delivery(models.Model):
     updated_at = models.DateTimeField(null=True, blank=True)
     error = models.CharField(max_length=400, blank=True)
 
+    objects = DeliveryQuerySet.as_manager()
+
     class Meta:
         # Webhook events find their row by provider message id (exact match only).
         indexes = [models.Index(fields=["message_id"], name="delivery_message_id",
                                 condition=~Q(message_id=""))]
         constraints = [
             models.UniqueConstraint(
-                fields=["subscriber", "alert"], name="delivery_once_per_alert"
+                fields=["alert", "subscriber"], name="delivery_once_per_alert"
             ),
             models.UniqueConstraint(
                 fields=["subscriber", "digest_key"], condition=~Q(digest_key=""),

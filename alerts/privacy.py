@@ -97,7 +97,7 @@ def _consent_history(subscriber: Subscriber) -> list[dict]:
 
 
 def _deliveries(subscriber: Subscriber) -> list[dict]:
-    rows = Delivery.objects.filter(subscriber=subscriber).order_by("sent_at", "id").values_list(
+    rows = Delivery.objects.of_subscriber(subscriber.pk).order_by("sent_at", "id").values_list(
         "alert__headline", "digest_key", "status", "sent_at", "updated_at")
     return [{"email": headline or f"Digest {digest_key}", "status": status,
              "sent_at": _iso(sent), "updated_at": _iso(updated)}

@@ -252,7 +252,7 @@ def _attribute_unsubscribe(subscriber_id: int) -> None:
     # The link carries no alert id, so credit the unsubscribe to the last alert the
     # reader was sent: that is what the per-alert engagement figures count.
     # Only rows actually sent: reserved digest rows (PENDING) have no sent_at yet.
-    latest = Delivery.objects.filter(subscriber_id=subscriber_id, sent_at__isnull=False).order_by(
+    latest = Delivery.objects.of_subscriber(subscriber_id).filter(sent_at__isnull=False).order_by(
         "-sent_at", "-id")
     Delivery.objects.filter(
         pk__in=latest.values("pk")[:1],
@@ -431,6 +431,7 @@ def subscriber_erase(*, subscriber_id: int, by=None) -> bool:
         who = f"staff user {by.pk}" if by is not None else "the subscriber"
         suppression_add(email_hmac=subscriber.email_hmac, reason=Suppression.Reason.ERASED,
                         detail=f"Erased by {who}")
+        Delivery.objects.of_subscriber(subscriber.pk).delete()
         subscriber.delete()
     logger.info("Erased subscriber %s (by %s)", subscriber_id, who)
     return True

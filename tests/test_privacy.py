@@ -16,7 +16,7 @@ from alerts import services
 from alerts.admin import SubscriberAdmin
 from alerts.admin_subscribers import erase_subscribers, export_subscriber_data
 from alerts.importer import import_subscribers
-from alerts.models import ConsentEvent, Subscriber, Suppression, TrackingEvent
+from alerts.models import Batch, ConsentEvent, Delivery, Subscriber, Suppression, TrackingEvent
 from alerts.services import RequestMeta
 from alerts.tokens import link_tokens
 from tests.factories import make_delivery, make_subscriber
@@ -132,6 +132,23 @@ def test_erasure_leaves_no_plaintext_address_in_any_table(client, erin, admin_us
     suppression = Suppression.objects.get(email_hmac=erin.email_hmac, lifted_at__isnull=True)
     assert suppression.reason == Suppression.Reason.ERASED
     assert tables_containing("bob@example.com")  # nobody else is touched
+
+
+def test_erasure_deletes_the_readers_ledger_rows_and_nobody_elses(client, erin):
+    bob = make_subscriber("bob@example.com")
+    bobs = make_delivery(bob, headline="Breaking: the vote")
+    make_delivery(erin, headline="Breaking: the vote", status="delivered")
+    batch = Batch.objects.create(first_subscriber_id=erin.pk, last_subscriber_id=bob.pk)
+    for reader in (erin, bob):
+        Delivery.objects.create(subscriber=reader, digest_key="daily:2026-11-26", batch=batch, status="sent")
+    assert Delivery.objects.filter(subscriber_id=erin.pk).count() == 3
+
+    client.post(erase_url(erin))
+
+    assert not Delivery.objects.filter(subscriber_id=erin.pk).exists()
+    assert set(Delivery.objects.values_list("subscriber_id", "digest_key")) == {
+        (bob.pk, ""), (bob.pk, "daily:2026-11-26")}
+    assert Delivery.objects.filter(pk=bobs.pk).exists()
 
 
 def test_erasing_twice_is_harmless(client, erin):
