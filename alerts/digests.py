@@ -121,8 +121,7 @@ def _start_run(period: Period, zone_key: str, zone_names: list[str]) -> int | No
     size = fanout.sending_profile().batch_size
     fanout.create_batches({"digest_run": run}, fanout.ranges_after(members, 0, size), send_digest_batch,
                           prepare=lambda batches: _reserve(batches, members, period, run))
-    # Through the run's batches: the ledger is indexed by batch, not by run.
-    planned = Delivery.objects.filter(batch__digest_run=run).count()
+    planned = Delivery.objects.filter(digest_run=run).count()
     DigestRun.objects.filter(pk=run.pk).update(fanned_out_at=timezone.now(), planned=planned)
     logger.info("Digest %s for %s: %d subscribers reserved", period.key, zone_key, planned)
     digest_run_finish_if_done(run_id=run.pk)
@@ -164,7 +163,7 @@ def digest_batch_send(*, batch_id: int) -> str:
     batch = fanout.claim_batch(batch_id)
     if isinstance(batch, str):
         return batch
-    pending = Delivery.objects.filter(batch=batch, status=Delivery.Status.PENDING)
+    pending = Delivery.objects.of_batch(batch).filter(status=Delivery.Status.PENDING)
     if batch.attempts > fanout.MAX_ATTEMPTS:
         pending.update(status=Delivery.Status.FAILED, error="gave up after repeated provider errors")
         return fanout.close_batch(batch, Batch.Status.FAILED, error=batch.last_error)
@@ -277,7 +276,8 @@ def _mark(batch: Batch, results: list[tuple[int, str, str, str]]) -> None:
         by_outcome[(status, message_id, error)].append(sid)
     with transaction.atomic():
         for (status, message_id, error), sids in by_outcome.items():
-            _update_ids(Delivery, sids, key="subscriber_id", where={"batch_id": batch.pk, "status": "pending"},
+            _update_ids(Delivery, sids, key="subscriber_id",
+                        where={"digest_run_id": batch.digest_run_id, "batch_id": batch.pk, "status": "pending"},
                         status=status, message_id=message_id, error=error[:400],
                         sent_at=now if status == Delivery.Status.SENT else None)
 

@@ -405,7 +405,7 @@ def _recipients(batch: Batch, alert: Alert) -> list[tuple[int, str]]:
     if batch.attempts > 1:
         # Only an earlier attempt of this batch can have written ledger rows for its
         # range (ranges do not overlap), so the first attempt skips the anti-join.
-        already = Delivery.objects.filter(batch_id=batch.pk, subscriber_id=OuterRef("pk"))
+        already = Delivery.objects.filter(alert_id=batch.alert_id, subscriber_id=OuterRef("pk"))
         members = members.filter(~Exists(already))
     return list(members.order_by("pk").values_list("pk", "email"))
 
@@ -445,7 +445,7 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
             sent = sum(1 for _, state, _, _ in results if state not in NOT_SENT)
             failed = sum(1 for _, state, _, _ in results if state == Delivery.Status.FAILED)
         else:
-            counts = Delivery.objects.filter(batch=batch).aggregate(
+            counts = Delivery.objects.of_batch(batch).aggregate(
                 sent=Count("pk", filter=~Q(status__in=NOT_SENT)),
                 failed=Count("pk", filter=Q(status=Delivery.Status.FAILED)),
                 skipped=Count("pk", filter=Q(status=Delivery.Status.SKIPPED)),

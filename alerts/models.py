@@ -306,6 +306,15 @@ class DeliveryQuerySet(models.QuerySet):
         alert_ids = list(Alert.objects.values_list("pk", flat=True))
         return self.filter(Q(alert_id__in=alert_ids) | ~Q(digest_key=""), subscriber_id=subscriber_id)
 
+    def of_batch(self, batch: Batch) -> DeliveryQuerySet:
+        """One batch's rows, by index: an alert batch's are in its alert's part of the
+        unique (alert, subscriber), within the batch's range; a digest batch's are in
+        the (digest_run, batch) partial index."""
+        if batch.alert_id is None:
+            return self.filter(digest_run_id=batch.digest_run_id, batch_id=batch.pk)
+        return self.filter(alert_id=batch.alert_id, subscriber_id__gte=batch.first_subscriber_id,
+                           subscriber_id__lte=batch.last_subscriber_id, batch_id=batch.pk)
+
 
 class Delivery(models.Model):
     """The ledger: one row per recipient an alert (or a digest) was handed to the
@@ -328,14 +337,14 @@ class Delivery(models.Model):
     # The ledger gets a row per recipient of every alert, a million at a time, written
     # in one statement per batch, and each index costs an insertion per row. So there
     # are no foreign-key constraints (a trigger per row; the application keeps the
-    # references and Django still cascades deletes) and only three indexes: the
-    # primary key, batch (which also finds an alert's rows, through its batches) and
-    # the unique (alert, subscriber). All three grow at their right-hand end as an
-    # alert is sent; an index led by the subscriber would take each batch's thousand
-    # rows at a thousand places spread over the whole ledger. A subscriber's own rows
-    # (erasure, their data, unsubscribe attribution) are found through the alerts:
-    # see DeliveryQuerySet.of_subscriber.
-    alert = models.ForeignKey(Alert, on_delete=models.DO_NOTHING, related_name="deliveries",
+    # references and Django still cascades deletes) and an alert's rows go into two
+    # indexes only: the primary key and the unique (alert, subscriber). Both grow at
+    # their right-hand end as an alert is sent; an index led by the subscriber would
+    # take each batch's thousand rows at a thousand places spread over the whole
+    # ledger. A batch's rows are its alert's within its subscriber range
+    # (DeliveryQuerySet.of_batch); a subscriber's are found through the alerts
+    # (of_subscriber). Digest rows have partial indexes of their own.
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries",
                               null=True, blank=True, db_constraint=False, db_index=False)
     digest_run = models.ForeignKey(DigestRun, on_delete=models.CASCADE, related_name="deliveries",
                                    null=True, blank=True, db_constraint=False, db_index=False)
@@ -345,9 +354,10 @@ class Delivery(models.Model):
     # subscriber_erase deletes a subscriber's rows through of_subscriber first.
     subscriber = models.ForeignKey(Subscriber, on_delete=models.DO_NOTHING, related_name="deliveries",
                                    db_constraint=False, db_index=False)
-    # An alert's rows go when its batches go (an alert's rows all belong to its batches).
-    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="deliveries",
-                              db_constraint=False)
+    # Deleted with their alert or digest run (cascading here would delete by batch_id,
+    # which only digest rows are indexed by).
+    batch = models.ForeignKey(Batch, on_delete=models.DO_NOTHING, related_name="deliveries",
+                              db_constraint=False, db_index=False)
     status = models.CharField(max_length=20, choices=Status.choices)
     # Set where each recipient got their own provider message (SMTP, digests); empty
     # where the whole batch went as one call, whose id is on the batch.
@@ -360,8 +370,11 @@ class Delivery(models.Model):
 
     class Meta:
         # Webhook events find their row by provider message id (exact match only).
-        indexes = [models.Index(fields=["message_id"], name="delivery_message_id",
-                                condition=~Q(message_id=""))]
+        indexes = [
+            models.Index(fields=["message_id"], name="delivery_message_id", condition=~Q(message_id="")),
+            models.Index(fields=["digest_run", "batch"], name="delivery_digest_run_batch",
+                         condition=Q(digest_run__isnull=False)),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["alert", "subscriber"], name="delivery_once_per_alert"

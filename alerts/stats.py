@@ -29,8 +29,7 @@ def alert_engagement(alert: Alert) -> dict:
     0.1% of delivered. Bounces are a share of everything sent, the rest a share of
     what was delivered (0.0 while nothing is)."""
     aggregates = {name: Count("id", filter=Q(status__in=statuses)) for name, statuses in REACHED.items()}
-    # Through the alert's batches: the ledger is indexed by batch, not by alert.
-    counts = Delivery.objects.filter(batch__alert=alert).aggregate(sent=Count("id"), **aggregates)
+    counts = Delivery.objects.filter(alert=alert).aggregate(sent=Count("id"), **aggregates)
     sent, delivered = counts["sent"], counts["delivered"]
     rates = {f"{name}_rate": _share(counts[name], delivered) for name in REACHED if name != "bounced"}
     rates["bounced_rate"] = _share(counts["bounced"], sent)

@@ -315,3 +315,18 @@ def test_the_walk_cuts_full_batches_around_suppressed_readers(alert, settings, m
     send_all(batches)
     assert sorted(mailgun.recipient_counts()) == sorted(f"r{i}@example.com" for i in range(28) if i not in suppressed)
     assert max(mailgun.recipient_counts().values()) == 1
+
+
+def test_deleting_an_alert_deletes_its_batches_and_ledger_rows_only(alert, settings, mailgun):
+    for i in range(3):
+        make_subscriber(f"r{i}@example.com")
+    other = Alert.objects.create(headline="Other", url="https://news.example.com/b")
+    for sent in (alert, other):
+        send_all(publish_and_cut(sent, settings=settings))
+    assert Delivery.objects.count() == 6
+
+    Alert.objects.get(pk=alert.pk).delete()
+
+    assert set(Delivery.objects.values_list("alert_id", flat=True)) == {other.pk}
+    assert Delivery.objects.count() == 3
+    assert not Batch.objects.filter(alert_id=alert.pk).exists()
