@@ -330,3 +330,17 @@ def test_deleting_an_alert_deletes_its_batches_and_ledger_rows_only(alert, setti
     assert set(Delivery.objects.values_list("alert_id", flat=True)) == {other.pk}
     assert Delivery.objects.count() == 3
     assert not Batch.objects.filter(alert_id=alert.pk).exists()
+
+
+def test_the_worker_preload_covers_every_email_template():
+    # Run by the worker before it forks its pool: a template it misses is loaded by
+    # every pool process on its first send instead, and a renamed one fails here.
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from alerts.emails import EMAIL_TEMPLATES, preload
+
+    preload()
+    on_disk = {f"emails/{path.name}" for path in (Path(settings.BASE_DIR) / "templates" / "emails").iterdir()}
+    assert set(EMAIL_TEMPLATES) == on_disk
