@@ -656,7 +656,16 @@ def background_load(quiet_below: float, max_wait: float) -> dict:
         print(f"  machine {busy:.0f}% busy (someone else's load): waiting for it to drop"
               f" below {quiet_below:.0f}% ({waited:.0f}/{max_wait:.0f} s)", flush=True)
     return {"cpu_percent": busy, "loadavg_1m": round(os.getloadavg()[0], 2),
-            "waited_s": round(waited, 1), "quiet": busy < quiet_below}
+            "waited_s": round(waited, 1), "quiet": busy < quiet_below, "reference_s": reference_loop()}
+
+
+def reference_loop() -> float:
+    """Seconds one fixed piece of pure Python work takes right now. These cores are
+    virtual: when the host is busy with other machines, everything here runs slower
+    in proportion, including this loop, though this machine looks idle."""
+    started = time.perf_counter()
+    sum(range(10_000_000))
+    return round(time.perf_counter() - started, 3)
 
 
 def create_alert(**fields):
@@ -1044,6 +1053,7 @@ def print_report(result: dict) -> None:
         ("CPU s: PostgreSQL / Redis", f"{c.get('postgres', 0)} / {c.get('redis', 0)}"),
         ("machine busy before publish", (f"{bg['cpu_percent']}% (load {bg['loadavg_1m']}"
                                          f"{', NOT QUIET: figures are pessimistic' if not bg['quiet'] else ''})")),
+        ("reference loop (host speed)", f"{bg['reference_s']:.3f} s (lower is faster; see bench/README.md)"),
         (f"{row} status", a["status"]),
         (f"{row} fanned_out_at", fmt_s(a["fanned_out_at_s"])),
         (f"{row} first_handoff_at", fmt_s(a["first_handoff_at_s"])),
@@ -1054,7 +1064,8 @@ def print_report(result: dict) -> None:
     if len(result["runs"]) > 1:
         rows[2:2] = [("runs (median shown)", "; ".join(
             f"#{r['run']} {fmt_s(r['first_handoff_s'])} / {fmt_s(r['last_handoff_s'])}"
-            f" ({r['background_before_publish']['cpu_percent']:.0f}% busy before)" for r in result["runs"]))]
+            f" ({r['background_before_publish']['cpu_percent']:.0f}% busy before,"
+            f" reference {r['background_before_publish']['reference_s']:.2f} s)" for r in result["runs"]))]
         rows.append(("all runs: duplicates / missing / unexpected",
                      " / ".join(str(sum(r[k] for r in result["runs"])) for k in ("duplicates", "missing", "unexpected"))))
     width = max(len(label) for label, _ in rows)
