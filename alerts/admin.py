@@ -17,6 +17,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from . import fanout, publishing
+from .addresses import email_hmac
 from .emails import alert_message
 from .models import Alert, Batch, ConsentEvent, Delivery, DigestRun, Subscriber, Topic, Wording
 from .stats import alert_engagement
@@ -216,7 +217,9 @@ class AlertAdmin(admin.ModelAdmin):
         lookup = request.GET.get("q", "").strip()
         delivery = None
         if lookup:
-            delivery = (Delivery.objects.filter(alert=alert, subscriber__email__iexact=lookup)
+            # By the address's keyed hash (indexed, and case-insensitive like the
+            # address itself), then one probe of the ledger's (alert, subscriber).
+            delivery = (Delivery.objects.filter(alert=alert, subscriber__email_hmac=email_hmac(lookup))
                         .select_related("subscriber", "batch").first())
         return TemplateResponse(request, "admin/alerts/alert/progress.html", self._context(
             request, alert, f"Sending: {alert.headline}", progress=publishing.alert_progress(alert),

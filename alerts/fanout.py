@@ -104,6 +104,7 @@ def audience_before_suppression(alert: Alert) -> QuerySet[Subscriber]:
 
 
 def unsuppressed(subscribers: QuerySet[Subscriber]) -> QuerySet[Subscriber]:
+    """Those of `subscribers` whose address has no active suppression."""
     return subscribers.filter(
         ~Exists(Suppression.objects.filter(email_hmac=OuterRef("email_hmac"), lifted_at__isnull=True)))
 

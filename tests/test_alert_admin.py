@@ -121,8 +121,10 @@ def test_progress_shows_live_totals_and_a_subscriber_lookup(client, publisher, a
     data = client.get(f"/admin/alerts/alert/{alert.pk}/progress.json").json()
     assert data["status"] == "sent" and data["sent"] == 1 and data["remaining"] == 0
     assert data["first_handoff_s"] is not None
-    page = client.get(f"/admin/alerts/alert/{alert.pk}/progress/", {"q": "reader@example.com"}).content.decode()
+    page = client.get(f"/admin/alerts/alert/{alert.pk}/progress/", {"q": " Reader@Example.com "}).content.decode()
     assert mailgun.calls[0].message_id.strip("<>") in page
+    page = client.get(f"/admin/alerts/alert/{alert.pk}/progress/", {"q": "nobody@example.com"}).content.decode()
+    assert mailgun.calls[0].message_id.strip("<>") not in page
 
 
 def test_stop_sending_from_the_admin(client, publisher, alert):
