@@ -4,10 +4,12 @@ Anymail re-parses every recipient address with `email.utils.getaddresses` when i
 builds a payload: about 85% of its per-recipient cost in a 1,000-recipient Mailgun
 batch. Our recipients were validated and normalised at signup, so for messages marked
 `prevalidated_recipients = True` the `to` list is turned into anymail `EmailAddress`
-objects directly, skipping the parse. Everything else (payload format, auth, error
-handling, retries, webhooks) is anymail's own code, unchanged.
+objects directly, skipping the parse, and Mailgun bodies are posted as multipart
+rather than percent-encoded. Everything else (payload format, auth, error handling,
+retries, webhooks) is anymail's own code, unchanged; tests/test_anymail_batch.py checks
+that the request carries the same fields as anymail's own.
 
-`fast_backend_path()` maps a configured anymail backend to its extended twin, so the
+`backend_class()` maps a configured anymail backend to its extended twin, so the
 operator keeps setting EMAIL_BACKEND to the ordinary anymail path.
 """
 
