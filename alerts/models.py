@@ -303,6 +303,8 @@ class DeliveryQuerySet(models.QuerySet):
     def of_subscriber(self, subscriber_id: int) -> DeliveryQuerySet:
         """One subscriber's rows, by index: for alerts, one probe of the unique
         (alert, subscriber) per alert; digest rows through their (subscriber, digest_key)."""
+        # A literal list (alerts number thousands, not millions): as a subquery inside
+        # the OR, PostgreSQL would check it per row of a scan of the whole ledger.
         alert_ids = list(Alert.objects.values_list("pk", flat=True))
         return self.filter(Q(alert_id__in=alert_ids) | ~Q(digest_key=""), subscriber_id=subscriber_id)
 

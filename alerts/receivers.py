@@ -167,18 +167,19 @@ def _update_delivery(message_id: str, recipient_hmac: str, status: str) -> None:
     bare = message_id.strip("<>")
     spellings = {message_id, bare, f"<{bare}>"}
     earlier = STATUS_ORDER[: STATUS_ORDER.index(status)]
-    # The id is on the row when the recipient had a message of their own, and on the
-    # batch when the whole batch went out as one provider call.
-    # Ids first, so that each side of the OR is one index lookup of the ledger.
-    batches = list(Batch.objects.filter(message_id__in=spellings).values_list("pk", "alert_id"))
     subscribers = list(Subscriber.objects.filter(email_hmac=recipient_hmac).values_list("pk", flat=True))
     if not subscribers:
         return
-    in_batch = Q(message_id="", alert_id__in={alert for _, alert in batches},
-                 batch_id__in=[pk for pk, _ in batches]) if batches else Q(pk__in=[])
-    Delivery.objects.filter(
-        Q(message_id__in=spellings) | in_batch, subscriber_id__in=subscribers, status__in=earlier,
-    ).update(status=status, updated_at=timezone.now())
+    # The id is on the row when the recipient had a message of their own, and on the
+    # batch when the whole batch went out as one provider call. Ids are looked up
+    # first, so that each side of the OR is one index lookup of the ledger.
+    match = Q(message_id__in=spellings)
+    batches = list(Batch.objects.filter(message_id__in=spellings).values_list("pk", "alert_id"))
+    if batches:
+        match |= Q(message_id="", alert_id__in={alert for _, alert in batches},
+                   batch_id__in=[pk for pk, _ in batches])
+    Delivery.objects.filter(match, subscriber_id__in=subscribers, status__in=earlier).update(
+        status=status, updated_at=timezone.now())
 
 
 def _apply_consequences(event: AnymailTrackingEvent, *, kind: str, esp_name: str,
