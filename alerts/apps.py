@@ -10,4 +10,4 @@ class AlertsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the system checks and connects the provider tracking receiver.
-        from . import checks, receivers  # noqa: F401
+        from . import checks, tracking  # noqa: F401

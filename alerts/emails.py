@@ -1,5 +1,9 @@
-"""One builder per kind of email. Each kind has a subject/text/html template triple
-under templates/emails/."""
+"""Every email we send, one builder per kind: confirmation, preferences link, alert,
+digest. Each kind has a subject/text/html template triple under templates/emails/.
+
+Alerts and digests are rendered once and personalised per recipient (their own
+unsubscribe and preference links) by `alerts.sending.provider`; the transactional
+kinds are built whole for one reader."""
 
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import get_template, render_to_string
 from django.urls import reverse
 
+from .common.tokens import confirm_tokens, link_tokens
 from .models import Alert, Subscriber
-from .tokens import confirm_tokens
 
 
 def absolute_url(path: str) -> str:
@@ -40,6 +44,20 @@ def confirmation_message(subscriber: Subscriber) -> EmailMultiAlternatives:
         "valid_hours": settings.CONFIRM_TOKEN_MAX_AGE // 3600,
     }
     subject, text, html = render_triple("confirmation", context)
+    message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, [subscriber.email])
+    message.attach_alternative(html, "text/html")
+    return message
+
+
+def preferences_message(subscriber: Subscriber) -> EmailMultiAlternatives:
+    """Plain and transactional: a link to the preference centre, nothing else. No
+    List-Unsubscribe header, because this mail is not part of any list."""
+    token = link_tokens.make_token(subscriber.pk)
+    context = {
+        "preferences_url": absolute_url(reverse("alerts:preferences", args=[token])),
+        "publication_name": settings.PUBLICATION_NAME,
+    }
+    subject, text, html = render_triple("preferences", context)
     message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, [subscriber.email])
     message.attach_alternative(html, "text/html")
     return message

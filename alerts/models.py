@@ -10,7 +10,7 @@ import hashlib
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -51,6 +51,12 @@ class Wording(models.Model):
         return hashlib.sha256(f"{kind}\0{version}\0{text}".encode()).hexdigest()
 
 
+class SubscriberQuerySet(models.QuerySet):
+    def unsuppressed(self) -> SubscriberQuerySet:
+        """Those whose address has no active suppression: every send goes through this."""
+        return self.filter(~Exists(Suppression.objects.active().filter(email_hmac=OuterRef("email_hmac"))))
+
+
 class Subscriber(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending confirmation"
@@ -81,6 +87,8 @@ class Subscriber(models.Model):
     confirmed_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
     last_digest_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SubscriberQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -397,6 +405,16 @@ class Delivery(models.Model):
         return self.message_id or (self.batch.message_id if self.batch_id else "")
 
 
+class SuppressionQuerySet(models.QuerySet):
+    def active(self) -> SuppressionQuerySet:
+        """Suppressions in force: not lifted. An address has at most one."""
+        return self.filter(lifted_at__isnull=True)
+
+    def of_address(self, email_hmac: str) -> SuppressionQuerySet:
+        """The address's suppression in force, if any (by its keyed hash)."""
+        return self.active().filter(email_hmac=email_hmac)
+
+
 class Suppression(models.Model):
     """Addresses we must not mail, kept as a keyed hash so the entry can outlive the
     subscriber's erasure."""
@@ -420,6 +438,8 @@ class Suppression(models.Model):
         on_delete=models.SET_NULL, related_name="+",
     )
     lift_reason = models.CharField(max_length=400, blank=True)
+
+    objects = SuppressionQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -1,21 +1,37 @@
-"""Thin Celery entry points: each unpacks ids and calls one function."""
+"""Every Celery task, each one call: it unpacks ids and calls one function.
+
+Task names are stable (`alerts.send_batch`, ...): queued messages outlive refactors,
+and the services below enqueue by name (`alerts.common.queueing.enqueue`) rather than
+import this module, which sits above them all.
+"""
 
 from __future__ import annotations
 
-import logging
-
 from celery import shared_task
 
-from . import digests, fanout, mailing, publishing
-
-logger = logging.getLogger(__name__)
+from . import sweeper
+from .digests import schedule as digest_schedule
+from .digests import send as digest_send
+from .publishing import fanout
+from .rights import retention
+from .sending.batches import RetryLater
+from .signup.services import confirmation_send
+from .subscribers.services import preferences_link_send
 
 
 @shared_task(name="alerts.send_confirmation", acks_late=True)
 def send_confirmation(subscriber_id: int) -> None:
     """Send the double opt-in email. Running twice is harmless: the per-address
     cooldown lets only the first through."""
-    mailing.confirmation_send(subscriber_id=subscriber_id)
+    confirmation_send(subscriber_id=subscriber_id)
+
+
+@shared_task(name="alerts.send_preferences_link", acks_late=True)
+def send_preferences_link(email_hmac: str) -> None:
+    """Email a preferences link to the subscriber with this address hash, if any.
+    Keyed by the hash rather than an id so the view enqueues the same task for known
+    and unknown addresses. Running twice is harmless: the cooldown lets one through."""
+    preferences_link_send(email_hmac=email_hmac)
 
 
 @shared_task(name="alerts.fan_out_alert", acks_late=True)
@@ -31,7 +47,7 @@ def send_batch(self, batch_id: int) -> None:
     not sent again. Retries are bounded by the batch's attempt counter in the database."""
     try:
         fanout.batch_send(batch_id=batch_id)
-    except fanout.RetryLater as later:
+    except RetryLater as later:
         raise self.retry(countdown=later.countdown) from later
 
 
@@ -39,23 +55,34 @@ def send_batch(self, batch_id: int) -> None:
 def sweep_sends() -> None:
     """Publish due scheduled alerts and re-queue sends that were committed but never
     queued or whose worker died. Idempotent; run every few seconds by beat."""
-    publishing.sweep()
+    sweeper.sweep()
 
 
 @shared_task(name="alerts.send_digests", acks_late=True)
 def send_digests() -> None:
     """One digest tick: start the runs due now. Safe to run twice or from two beats:
     each subscriber is reserved once per period in the database."""
-    digests.digest_tick()
+    digest_schedule.digest_tick()
 
 
 @shared_task(name="alerts.send_digest_batch", bind=True, acks_late=True, max_retries=None)
 def send_digest_batch(self, batch_id: int) -> None:
     """Send one batch of digests. Safe to re-run: only still-reserved rows are sent."""
     try:
-        digests.digest_batch_send(batch_id=batch_id)
-    except fanout.RetryLater as later:
+        digest_send.digest_batch_send(batch_id=batch_id)
+    except RetryLater as later:
         raise self.retry(countdown=later.countdown) from later
 
 
-from .subscriber_tasks import *  # noqa: E402,F401,F403  (register housekeeping tasks)
+@shared_task(name="alerts.purge_unconfirmed")
+def purge_unconfirmed() -> int:
+    """Delete signups left unconfirmed past the retention period. Safe to run twice or
+    to kill halfway: each chunk is deleted in its own statement."""
+    return retention.purge_unconfirmed()
+
+
+@shared_task(name="alerts.purge_old_deliveries")
+def purge_old_deliveries() -> int:
+    """Delete delivery ledger rows past DELIVERY_RETENTION_DAYS. Safe to run twice or
+    to kill halfway, like purge_unconfirmed."""
+    return retention.purge_old_deliveries()

@@ -72,7 +72,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "alerts.context_processors.publication",
+                "alerts.common.context_processors.publication",
             ],
         },
     },
@@ -153,7 +153,7 @@ EMBED_FRAME_ANCESTORS: list[str] = env.list("EMBED_FRAME_ANCESTORS", default=[])
 EMAIL_BACKEND: str = env.str(
     "EMAIL_BACKEND",
     default=(
-        "alerts.mail_backends.EmlFileBackend"
+        "alerts.dev.mail_backend.EmlFileBackend"
         if DEBUG
         else "django.core.mail.backends.smtp.EmailBackend"
     ),
@@ -236,7 +236,7 @@ RATELIMIT_USE_CACHE = "default"
 # Behind a reverse proxy, the META key holding the client address
 # (e.g. HTTP_X_FORWARDED_FOR, whose first entry is used); unset means REMOTE_ADDR.
 RATELIMIT_IP_META_KEY: str | None = env.str("RATELIMIT_IP_META_KEY", default=None)
-RATELIMIT_VIEW = "alerts.views.rate_limited"
+RATELIMIT_VIEW = "alerts.signup.views.rate_limited"
 
 # --- Celery ------------------------------------------------------------------------
 CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default=f"{_redis_base}/0")

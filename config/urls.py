@@ -11,4 +11,4 @@ urlpatterns = [
 ]
 
 if settings.DEBUG:
-    urlpatterns += [path("dev/", include("alerts.dev_urls"))]
+    urlpatterns += [path("dev/", include("alerts.dev.urls"))]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from alerts.addresses import email_hmac
+from alerts.common.addresses import email_hmac
 from alerts.models import Subscriber
 
 

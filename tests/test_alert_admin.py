@@ -9,7 +9,8 @@ from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.utils import timezone
 
-from alerts import demo, publishing
+from alerts import sweeper
+from alerts.dev import demo
 from alerts.models import Alert, Batch
 from tests.factories import make_subscriber
 from tests.helpers import assert_email_contains
@@ -100,9 +101,9 @@ def test_scheduling_publishes_at_the_embargo_time(client, publisher, alert, sett
     client.post(f"/admin/alerts/alert/{alert.pk}/schedule/", {"when": when.strftime("%Y-%m-%d %H:%M:%S")})
     alert.refresh_from_db()
     assert alert.status == Alert.Status.SCHEDULED
-    publishing.sweep(now=timezone.now())
+    sweeper.sweep(now=timezone.now())
     assert Alert.objects.get(pk=alert.pk).status == Alert.Status.SCHEDULED
-    publishing.sweep(now=when + timedelta(seconds=1))
+    sweeper.sweep(now=when + timedelta(seconds=1))
     assert Alert.objects.get(pk=alert.pk).status in (Alert.Status.SENDING, Alert.Status.SENT)
 
 
@@ -112,7 +113,7 @@ def test_a_schedule_in_the_past_is_refused(client, publisher, alert):
 
 
 def test_progress_shows_live_totals_and_a_subscriber_lookup(client, publisher, alert, mailgun, settings):
-    from alerts import fanout
+    from alerts.publishing import fanout
 
     make_subscriber("reader@example.com")
     Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SENDING, published_at=timezone.now())

@@ -7,7 +7,7 @@ import json
 import pytest
 from anymail.backends.mailgun import EmailBackend as StockMailgun
 
-from alerts.anymail_batch import BatchMessage, backend_class
+from alerts.sending.anymail_batch import BatchMessage, backend_class
 
 MAILGUN = "anymail.backends.mailgun.EmailBackend"
 

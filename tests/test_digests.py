@@ -9,9 +9,12 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from alerts import digests, publishing
+from alerts import sweeper
+from alerts.common.tokens import link_tokens
+from alerts.digests.schedule import digest_tick
+from alerts.digests.send import digest_batch_send
 from alerts.models import Alert, Batch, Delivery, DigestRun, Subscriber, Topic
-from alerts.tokens import link_tokens
+from alerts.publishing.services import alert_publish
 from tests.factories import make_subscriber
 
 pytestmark = pytest.mark.django_db
@@ -36,9 +39,9 @@ def published(headline: str, at: datetime, *topics: Topic) -> Alert:
 
 def tick(at: datetime) -> list[int]:
     """One beat tick at `at`, then every queued batch sent, as workers would."""
-    runs = digests.digest_tick(now=at)
+    runs = digest_tick(now=at)
     for batch in Batch.objects.filter(digest_run__isnull=False, status=Batch.Status.PENDING):
-        digests.digest_batch_send(batch_id=batch.pk)
+        digest_batch_send(batch_id=batch.pk)
     return runs
 
 
@@ -120,14 +123,14 @@ def test_a_missed_tick_is_caught_up_by_the_next_one(readers, mailgun):
 
 def test_a_run_killed_mid_send_finishes_once(readers, mailgun):
     published("Missiles fired", LONDON_7AM - timedelta(hours=3))
-    digests.digest_tick(now=LONDON_7AM)
+    digest_tick(now=LONDON_7AM)
     batch = Batch.objects.get(digest_run__time_zone="Europe/London", status=Batch.Status.PENDING)
     # A worker claimed it and died: the lease runs out, the sweeper queues it again.
     Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.SENDING,
                                              lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert publishing.sweep()["batches"] >= 1
-    digests.digest_batch_send(batch_id=batch.pk)
-    digests.digest_batch_send(batch_id=batch.pk)
+    assert sweeper.sweep()["batches"] >= 1
+    digest_batch_send(batch_id=batch.pk)
+    digest_batch_send(batch_id=batch.pk)
     assert digest_recipients(mailgun).count("london@example.com") == 1
     run = DigestRun.objects.get(time_zone="Europe/London")
     assert run.status == DigestRun.Status.SENT and run.finished_at
@@ -150,8 +153,8 @@ def test_each_alert_reaches_each_reader_once_as_it_happens_or_in_a_digest(mailgu
     make_subscriber("daily@example.com", frequency=Subscriber.Frequency.DAILY,
                     time_zone="Europe/London", confirmed_at=long_ago)
     alert = Alert.objects.create(headline="Breaking")
-    publishing.alert_publish(alert_id=alert.pk)
-    from alerts import fanout
+    alert_publish(alert_id=alert.pk)
+    from alerts.publishing import fanout
 
     fanout.alert_fan_out(alert_id=alert.pk)
     for batch in Batch.objects.filter(alert=alert):

@@ -9,9 +9,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from alerts import fanout, publishing
-from alerts.addresses import email_hmac
+from alerts import sweeper
+from alerts.common.addresses import email_hmac
 from alerts.models import Alert, Batch, Delivery, Subscriber, Suppression, Topic
+from alerts.publishing import fanout
+from alerts.publishing.audience import audience
+from alerts.publishing.progress import alert_progress
+from alerts.publishing.services import alert_publish, alert_stop
+from alerts.sending import batches as batch_engine
 from tests.factories import make_subscriber
 
 pytestmark = pytest.mark.django_db
@@ -56,14 +61,14 @@ def test_the_audience_is_confirmed_unsuppressed_immediate_subscribers_of_the_top
     make_subscriber("bounced@example.com")
     Suppression.objects.create(email_hmac=email_hmac("bounced@example.com"), reason="bounced")
     alert.published_at = timezone.now()
-    assert set(fanout.audience(alert)) == {everyone, follower}
+    assert set(audience(alert)) == {everyone, follower}
 
 
 def test_subscribers_confirmed_after_publication_are_not_in_its_audience(alert):
     make_subscriber("early@example.com")
     alert.published_at = timezone.now()
     make_subscriber("late@example.com", confirmed_at=timezone.now() + timedelta(seconds=1))
-    assert [s.email for s in fanout.audience(alert)] == ["early@example.com"]
+    assert [s.email for s in audience(alert)] == ["early@example.com"]
 
 
 def test_it_cuts_the_audience_into_provider_sized_batches(alert, settings, mailgun):
@@ -134,7 +139,7 @@ def test_a_batch_claimed_by_another_worker_is_retried_after_its_lease(alert, set
     batch = publish_and_cut(alert, settings=settings)[0]
     Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.SENDING,
                                              lease_expires_at=timezone.now() + timedelta(seconds=30))
-    with pytest.raises(fanout.RetryLater) as later:
+    with pytest.raises(batch_engine.RetryLater) as later:
         fanout.batch_send(batch_id=batch.pk)
     assert 25 < later.value.countdown < 35
     assert mailgun.calls == []
@@ -165,7 +170,7 @@ def test_transient_provider_errors_release_the_batch_for_a_retry(alert, settings
     make_subscriber()
     batch = publish_and_cut(alert, settings=settings)[0]
     mailgun.fail_next(1, status=status, retry_after=7)
-    with pytest.raises(fanout.RetryLater) as later:
+    with pytest.raises(batch_engine.RetryLater) as later:
         fanout.batch_send(batch_id=batch.pk)
     batch.refresh_from_db()
     assert batch.status == Batch.Status.PENDING and str(status) in batch.last_error
@@ -179,13 +184,13 @@ def test_a_batch_that_keeps_failing_is_marked_failed_and_the_alert_says_so(alert
     make_subscriber()
     batch = publish_and_cut(alert, settings=settings)[0]
     mailgun.fail_next(100, status=500)
-    for _ in range(fanout.MAX_ATTEMPTS):
-        with pytest.raises(fanout.RetryLater):
+    for _ in range(batch_engine.MAX_ATTEMPTS):
+        with pytest.raises(batch_engine.RetryLater):
             fanout.batch_send(batch_id=batch.pk)
     assert fanout.batch_send(batch_id=batch.pk) == Batch.Status.FAILED
     alert.refresh_from_db()
     assert alert.status == Alert.Status.FAILED
-    assert publishing.alert_progress(alert).batches_failed == 1
+    assert alert_progress(alert).batches_failed == 1
 
 
 def test_a_request_the_provider_refuses_outright_is_not_retried(alert, settings, mailgun):
@@ -201,12 +206,12 @@ def test_stopping_an_alert_cancels_the_batches_not_yet_sent(alert, settings, mai
         make_subscriber(f"r{i}@example.com")
     batches = publish_and_cut(alert, batch_size=2, settings=settings)
     fanout.batch_send(batch_id=batches[0].pk)
-    assert publishing.alert_stop(alert_id=alert.pk)
+    assert alert_stop(alert_id=alert.pk)
     send_all(batches[1:])
     assert mailgun.total_recipients == 2
     alert.refresh_from_db()
     assert alert.status == Alert.Status.CANCELLED
-    assert publishing.alert_progress(alert).sent == 2
+    assert alert_progress(alert).sent == 2
 
 
 def test_smtp_sends_one_message_per_recipient_over_one_connection(alert, settings):
@@ -266,19 +271,19 @@ def test_publishing_while_the_broker_is_down_loses_nothing(alert, settings, mail
 
     monkeypatch.setattr(fan_out_alert, "delay", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
-        assert publishing.alert_publish(alert_id=alert.pk)  # no exception reaches the editor
+        assert alert_publish(alert_id=alert.pk)  # no exception reaches the editor
     assert Alert.objects.get(pk=alert.pk).status == Alert.Status.SENDING
     monkeypatch.undo()
 
     settings.CELERY_TASK_ALWAYS_EAGER = True  # the broker is back; the worker runs what is queued
     later = timezone.now() + timedelta(seconds=settings.SWEEP_REQUEUE_AFTER_SECONDS + 1)
-    assert publishing.sweep(now=later)["fan_outs"] == 1
+    assert sweeper.sweep(now=later)["fan_outs"] == 1
     assert mailgun.total_recipients == 1
     assert Alert.objects.get(pk=alert.pk).status == Alert.Status.SENT
 
 
 def test_the_audience_walk_cuts_the_same_batches_in_small_steps(alert, settings, mailgun, monkeypatch):
-    monkeypatch.setattr(fanout, "RANGES_PER_STEP", 2)
+    monkeypatch.setattr(batch_engine, "RANGES_PER_STEP", 2)
     for i in range(20):
         make_subscriber(f"r{i}@example.com")
     Subscriber.objects.filter(email="r7@example.com").update(status=Subscriber.Status.UNSUBSCRIBED)
@@ -300,7 +305,7 @@ def test_the_walk_cuts_full_batches_around_suppressed_readers(alert, settings, m
                                                               suppressed):
     # Steps of 8 rows and batches of 4: suppressed readers are read by a step but are
     # not members, so batches span steps and every step ends part-way through a batch.
-    monkeypatch.setattr(fanout, "RANGES_PER_STEP", 2)
+    monkeypatch.setattr(batch_engine, "RANGES_PER_STEP", 2)
     readers = [make_subscriber(f"r{i}@example.com") for i in range(28)]
     for i in suppressed:
         Suppression.objects.create(email_hmac=readers[i].email_hmac, reason="bounced")

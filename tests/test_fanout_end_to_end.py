@@ -10,9 +10,10 @@ import time
 import pytest
 from django.utils import timezone
 
-from alerts import publishing
-from alerts.addresses import email_hmac
+from alerts.common.addresses import email_hmac
 from alerts.models import Alert, Delivery, Subscriber, Suppression, Topic
+from alerts.publishing.progress import alert_progress
+from alerts.publishing.services import alert_publish, alert_stop
 from alerts.tasks import sweep_sends
 from tests.conftest import Worker, wait_until
 
@@ -57,14 +58,14 @@ def wait_for_finish(alert: Alert, timeout: float = 60, sweep: bool = False) -> A
         alert.refresh_from_db()
         return alert.status not in (Alert.Status.SENDING, Alert.Status.SCHEDULED)
     wait_until(finished, timeout=timeout, interval=0.5 if sweep else 0.1,
-               message=f"alert still {alert.status}: {publishing.alert_progress(alert)}")
+               message=f"alert still {alert.status}: {alert_progress(alert)}")
     return alert
 
 
 def test_every_eligible_subscriber_gets_the_alert_exactly_once(celery_worker_process, fake_mailgun):
     expected = seed()
     alert = new_alert()
-    assert publishing.alert_publish(alert_id=alert.pk)
+    assert alert_publish(alert_id=alert.pk)
     alert = wait_for_finish(alert)
     counts = fake_mailgun.recipient_counts()
     assert set(counts) == expected
@@ -72,7 +73,7 @@ def test_every_eligible_subscriber_gets_the_alert_exactly_once(celery_worker_pro
     assert alert.status == Alert.Status.SENT
     assert Delivery.objects.filter(alert=alert, status=Delivery.Status.SENT).count() == AUDIENCE
     assert len(fake_mailgun.calls) == AUDIENCE // 250
-    assert publishing.alert_progress(alert).sent == AUDIENCE
+    assert alert_progress(alert).sent == AUDIENCE
 
 
 def test_injected_provider_errors_still_end_with_everyone_sent_once(celery_worker_process, fake_mailgun):
@@ -81,7 +82,7 @@ def test_injected_provider_errors_still_end_with_everyone_sent_once(celery_worke
     fake_mailgun.fail_next(2, status=500)
     fake_mailgun.set_failure_rate(0.2, status=503, seed=7)
     alert = new_alert()
-    publishing.alert_publish(alert_id=alert.pk)
+    alert_publish(alert_id=alert.pk)
     alert = wait_for_finish(alert, timeout=120)
     counts = fake_mailgun.recipient_counts()
     assert set(counts) == expected and max(counts.values()) == 1
@@ -93,15 +94,15 @@ def test_stop_sending_stops_the_remaining_batches(celery_worker_process, fake_ma
     seed()
     fake_mailgun.set_delay(0.3)
     alert = new_alert()
-    publishing.alert_publish(alert_id=alert.pk)
+    alert_publish(alert_id=alert.pk)
     wait_until(lambda: fake_mailgun.calls, message="nothing was sent")
-    publishing.alert_stop(alert_id=alert.pk)
+    alert_stop(alert_id=alert.pk)
     time.sleep(2)  # batches already with a worker finish
     received = fake_mailgun.total_recipients
     assert 0 < received < AUDIENCE
     time.sleep(1)
     assert fake_mailgun.total_recipients == received
-    progress = publishing.alert_progress(Alert.objects.get(pk=alert.pk))
+    progress = alert_progress(Alert.objects.get(pk=alert.pk))
     assert progress.status == Alert.Status.CANCELLED and progress.sent == received
 
 
@@ -109,7 +110,7 @@ def test_a_worker_killed_mid_send_is_finished_by_another_without_a_human(celery_
     expected = seed()
     fake_mailgun.set_delay(0.4)
     alert = new_alert()
-    publishing.alert_publish(alert_id=alert.pk)
+    alert_publish(alert_id=alert.pk)
     wait_until(lambda: len(fake_mailgun.calls) >= 2, message="sending did not start")
     for pid in [celery_worker_process.proc.pid, *celery_worker_process.child_pids()]:
         os.kill(pid, signal.SIGKILL)

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 import pytest
 from django.core.management import CommandError, call_command
 
-from alerts.addresses import email_hmac
-from alerts.importer import CHUNK, import_subscribers
+from alerts.common.addresses import email_hmac
 from alerts.models import ConsentEvent, Subscriber, Suppression, Topic
+from alerts.subscribers.importer import CHUNK, import_subscribers
 from tests.factories import make_subscriber
 
 pytestmark = pytest.mark.django_db

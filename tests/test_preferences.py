@@ -11,9 +11,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from alerts.addresses import email_hmac
+from alerts.common.addresses import email_hmac
+from alerts.common.tokens import link_tokens
 from alerts.models import ConsentEvent, Subscriber, Suppression, Topic, Wording
-from alerts.tokens import link_tokens
 from tests.factories import make_subscriber
 from tests.helpers import assert_email_contains, link_in
 

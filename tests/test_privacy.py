@@ -11,14 +11,13 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django.urls import reverse
 
-import alerts.admin_subscribers  # noqa: F401  (registers SuppressionAdmin, as admin.py will)
-from alerts import services
-from alerts.admin import SubscriberAdmin
-from alerts.admin_subscribers import erase_subscribers, export_subscriber_data
-from alerts.importer import import_subscribers
+import alerts.subscribers.admin  # noqa: F401  (registers SuppressionAdmin)
+from alerts.common.consent import RequestMeta, record_consent
+from alerts.common.tokens import link_tokens
 from alerts.models import Batch, ConsentEvent, Delivery, Subscriber, Suppression, TrackingEvent
-from alerts.services import RequestMeta
-from alerts.tokens import link_tokens
+from alerts.rights.admin import erase_subscribers, export_subscriber_data
+from alerts.subscribers.admin import SubscriberAdmin
+from alerts.subscribers.importer import import_subscribers
 from tests.factories import make_delivery, make_subscriber
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
@@ -30,7 +29,7 @@ EMAIL = "Erin.Erase@example.com"
 def erin() -> Subscriber:
     """A subscriber whose address has found its way into every corner."""
     erin = make_subscriber(EMAIL, marketing_consent=True, time_zone="Europe/Berlin")
-    services.record_consent(subscriber=erin, purpose="alerts", action="confirmed", source="web",
+    record_consent(subscriber=erin, purpose="alerts", action="confirmed", source="web",
                             meta=RequestMeta(ip="203.0.113.7", user_agent="Mozilla/5.0"))
     delivery = make_delivery(erin, headline="Breaking: the budget", status="failed")
     delivery.error = f"Recipient {EMAIL} refused"

@@ -8,10 +8,10 @@ import pytest
 from celery import current_app
 from django.utils import timezone
 
-from alerts import retention
+from alerts.common.consent import RequestMeta, record_consent
 from alerts.models import Batch, ConsentEvent, Delivery, Subscriber, TrackingEvent
-from alerts.services import RequestMeta, record_consent
-from alerts.subscriber_tasks import purge_old_deliveries, purge_unconfirmed
+from alerts.rights import retention
+from alerts.tasks import purge_old_deliveries, purge_unconfirmed
 from tests.factories import make_delivery, make_subscriber
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]

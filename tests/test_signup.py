@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.urls import reverse
 
-from alerts.addresses import email_hmac
+from alerts.common.addresses import email_hmac
 from alerts.models import ConsentEvent, Subscriber, Suppression, Wording
 from tests.factories import make_subscriber
 from tests.helpers import assert_email_contains, link_in
@@ -138,7 +138,7 @@ def test_an_expired_link_offers_a_new_one(client, post_signup, mailoutbox, monke
     path = urlsplit(link_in(mailoutbox[0].body, "/confirm/")).path
     import time
 
-    from alerts.tokens import confirm_tokens
+    from alerts.common.tokens import confirm_tokens
 
     monkeypatch.setattr(confirm_tokens, "_now", lambda: time.time() + 49 * 3600)
     page = client.post(path).content.decode()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from alerts.common.consent import RequestMeta
 from alerts.models import ConsentEvent, Subscriber
-from alerts.services import RequestMeta, subscriber_subscribe
+from alerts.signup.services import subscriber_subscribe
 from tests.factories import make_subscriber
 
 pytestmark = pytest.mark.django_db

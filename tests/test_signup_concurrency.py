@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import connection
 
+from alerts.common.consent import RequestMeta
 from alerts.models import ConsentEvent, Subscriber
-from alerts.services import RequestMeta, subscriber_subscribe
+from alerts.signup.services import subscriber_subscribe
 
 THREADS = 8
 

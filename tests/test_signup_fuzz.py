@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from alerts.addresses import normalize_email
+from alerts.common.addresses import normalize_email
 from alerts.models import Subscriber
 
 pytestmark = pytest.mark.django_db

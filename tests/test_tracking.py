@@ -15,10 +15,10 @@ import pytest
 from anymail.signals import AnymailTrackingEvent, tracking
 from django.utils import timezone
 
-import alerts.admin_subscribers  # noqa: F401  (registers SuppressionAdmin, as admin.py will)
+import alerts.subscribers.admin  # noqa: F401  (registers SuppressionAdmin)
 from alerts import checks
 from alerts.models import Alert, Batch, ConsentEvent, Delivery, Subscriber, Suppression, TrackingEvent
-from alerts.stats import alert_engagement
+from alerts.publishing.progress import alert_engagement
 from tests.factories import make_batch_deliveries, make_delivery, make_subscriber
 
 pytestmark = pytest.mark.django_db

@@ -11,8 +11,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from alerts.common.tokens import link_tokens
 from alerts.models import ConsentEvent, Delivery, Subscriber, Suppression
-from alerts.tokens import link_tokens
 from tests.factories import make_delivery, make_subscriber
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -238,7 +238,7 @@ def test_undo_needs_a_post_with_a_csrf_token(client):
 def test_bulk_made_link_tokens_are_djangos_own_timestamp_signatures(settings):
     from django.core import signing
 
-    from alerts.tokens import LINK_SALT
+    from alerts.common.tokens import LINK_SALT
 
     settings.SECRET_KEY = "another-secret-key-" * 5
     make = link_tokens.bulk_maker()

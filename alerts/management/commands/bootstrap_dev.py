@@ -7,7 +7,7 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from alerts import demo
+from alerts.dev import demo
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from alerts.importer import export_subscribers
+from alerts.subscribers.importer import export_subscribers
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from alerts.importer import COLUMNS, CsvFormatError, LineResult, import_subscribers
+from alerts.subscribers.importer import COLUMNS, CsvFormatError, LineResult, import_subscribers
 
 
 class Command(BaseCommand):

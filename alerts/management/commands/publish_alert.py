@@ -6,8 +6,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from alerts import publishing
 from alerts.models import Alert
+from alerts.publishing import progress, services
 
 
 class Command(BaseCommand):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         alert = Alert.objects.filter(pk=alert_id).first()
         if alert is None:
             raise CommandError(f"No alert with id {alert_id}.")
-        if publishing.alert_publish(alert_id=alert_id):
+        if services.alert_publish(alert_id=alert_id):
             self.stdout.write(f"Published alert {alert_id}: {alert.headline}")
         else:
             self.stdout.write(f"Alert {alert_id} was already {alert.get_status_display().lower()}.")
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             alert.refresh_from_db()
-            p = publishing.alert_progress(alert)
+            p = progress.alert_progress(alert)
             self.stdout.write(f"{p.status}: sent {p.sent}, failed {p.failed}, remaining {p.remaining}, "
                               f"{p.rate_per_s}/s")
             if alert.status not in (Alert.Status.SENDING, Alert.Status.SCHEDULED):

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from alerts import digests
+from alerts.digests.schedule import digest_tick
 from alerts.models import DigestRun
 
 
@@ -29,7 +29,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--at {at!r} is not an ISO 8601 time.") from None
             if timezone.is_naive(when):
                 raise CommandError("--at needs a UTC offset, e.g. +00:00.")
-        run_ids = digests.digest_tick(now=when)
+        run_ids = digest_tick(now=when)
         if not run_ids:
             self.stdout.write("No digests due.")
         for run in DigestRun.objects.filter(pk__in=run_ids):

@@ -1,0 +1,78 @@
+"""Consent evidence: where a reader's action came from, and the append-only record of
+each action with the exact wording and privacy notice in force when it was taken."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from ..models import ConsentEvent, Subscriber, Wording
+from . import wording
+
+Source = ConsentEvent.Source
+Purpose = ConsentEvent.Purpose
+Action = ConsentEvent.Action
+
+
+@dataclass(frozen=True)
+class RequestMeta:
+    """Where a consent action came from; stored according to CONSENT_NETWORK_DATA."""
+
+    ip: str | None = None
+    user_agent: str = ""
+
+    def stored_ip(self) -> str | None:
+        if settings.CONSENT_NETWORK_DATA == "none" or not self.ip:
+            return None
+        try:
+            address = ipaddress.ip_address(self.ip)
+        except ValueError:
+            return None
+        if settings.CONSENT_NETWORK_DATA == "truncated":
+            prefix = 24 if address.version == 4 else 48
+            return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+        return str(address)
+
+    def stored_user_agent(self) -> str:
+        if settings.CONSENT_NETWORK_DATA == "none":
+            return ""
+        return self.user_agent[:400]
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The reader's IP. Behind a proxy set RATELIMIT_IP_META_KEY so this and the rate
+    limiter agree on where a request came from."""
+    key = settings.RATELIMIT_IP_META_KEY or "REMOTE_ADDR"
+    value = request.META.get(key, "")
+    return value.split(",")[0].strip() or None
+
+
+def request_meta(request: HttpRequest) -> RequestMeta:
+    return RequestMeta(ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT", ""))
+
+
+def record_consent(
+    *, subscriber: Subscriber, purpose: str, action: str, source: str,
+    meta: RequestMeta, note: str = "", wording_kind: str | None = None,
+) -> ConsentEvent:
+    """Append one consent event with the wording and privacy notice now in force.
+
+    `wording_kind` names the text the reader was shown when it differs from the
+    purpose's own signup wording (the preference centre shows its own)."""
+    kind = wording_kind or (
+        Wording.Kind.MARKETING if purpose == Purpose.MARKETING else Wording.Kind.ALERTS
+    )
+    return ConsentEvent.objects.create(
+        subscriber=subscriber,
+        purpose=purpose,
+        action=action,
+        source=source,
+        wording=wording.current(kind),
+        privacy_notice=wording.current(Wording.Kind.PRIVACY),
+        ip_address=meta.stored_ip(),
+        user_agent=meta.stored_user_agent(),
+        note=note,
+    )

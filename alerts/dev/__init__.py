@@ -1,0 +1,1 @@
+"""Development only: demo content, the development mailbox and its file mail backend."""

@@ -1,0 +1,151 @@
+"""Sending one batch of digests: the reserved readers still eligible, grouped by the
+exact list of alerts their digest holds (one provider call per group), each row of the
+ledger marked with what became of it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
+
+from ..common.cache import ProcessCache
+from ..emails import RenderedAlert, digest_rendering
+from ..models import Alert, Batch, Delivery, Subscriber, Suppression
+from ..sending import ledger
+from ..sending.batches import (
+    MAX_ATTEMPTS,
+    RetryLater,
+    claim_batch,
+    close_batch,
+    failed_outcomes,
+    release_batch,
+    retry_delay,
+)
+from ..sending.ledger import Outcome
+from ..sending.provider import PermanentSendError, TransientSendError, deliver_rendered
+from .schedule import PERIOD, Period, digest_run_finish_if_done, period_of
+
+# Keyed by each alert's last edit too: an id alone can come back (SQLite reuses the id
+# of a deleted last row), and the cache lives as long as the worker.
+_renderings: ProcessCache[RenderedAlert] = ProcessCache("digest renderings", size=200)
+
+
+def digest_batch_send(*, batch_id: int) -> str:
+    """Send the reserved digests of one batch, then finish the run if it was the last.
+    Safe to re-run: only rows still PENDING are sent, and the claim keeps two workers
+    off one batch. Raises RetryLater on transient provider errors, after recording what
+    was already sent."""
+    claim = claim_batch(batch_id)
+    if claim.batch is None:
+        return claim.status
+    status = _send(claim.batch)
+    digest_run_finish_if_done(run_id=claim.batch.digest_run_id)
+    return status
+
+
+def _send(batch: Batch) -> str:
+    pending = Delivery.objects.of_batch(batch).filter(status=Delivery.Status.PENDING)
+    if batch.attempts > MAX_ATTEMPTS:
+        pending.update(status=Delivery.Status.FAILED, error="gave up after repeated provider errors")
+        return close_batch(batch, Batch.Status.FAILED, error=batch.last_error)
+    run = batch.digest_run
+    period = period_of(run)
+    rows = _eligible_rows(pending)
+    groups, nothing_new = _group_by_content(rows, period)
+    _mark(batch, [Outcome(sid, Delivery.Status.SKIPPED) for sid in nothing_new])
+    for alert_ids, recipients in groups.items():
+        try:
+            results = deliver_rendered(
+                _rendering(alert_ids, run.frequency), recipients,
+                tag=f"{run.frequency}-digest", metadata={"digest": period.key})
+        except TransientSendError as error:
+            _sent(batch, error.partial_results, period)
+            release_batch(batch, str(error))
+            raise RetryLater(retry_delay(batch.attempts, error.retry_after), str(error)) from error
+        except PermanentSendError as error:
+            results = failed_outcomes((sid for sid, _ in recipients), str(error))
+        _sent(batch, results, period)
+    # Unsubscribed or suppressed since the tick: nothing is sent to them.
+    pending.update(status=Delivery.Status.SKIPPED, error="no longer subscribed")
+    return close_batch(batch, Batch.Status.SENT)
+
+
+def _eligible_rows(pending: QuerySet[Delivery]) -> list[tuple[int, str, datetime | None]]:
+    return list(pending.filter(subscriber__status=Subscriber.Status.CONFIRMED).filter(
+        ~Exists(Suppression.objects.active().filter(email_hmac=OuterRef("subscriber__email_hmac"))),
+    ).order_by("subscriber_id").values_list("subscriber_id", "subscriber__email", "subscriber__last_digest_at"))
+
+
+def _group_by_content(rows, period: Period):
+    """Group recipients by the exact list of alerts their digest holds (so each group is
+    one provider call); return the groups and the subscribers with nothing new."""
+    oldest = period.starts_at - 2 * PERIOD[period.frequency]
+    alerts = list(Alert.objects.filter(
+        status__in=[Alert.Status.SENDING, Alert.Status.SENT],
+        published_at__gt=oldest, published_at__lte=period.starts_at,
+    ).order_by("-published_at").values_list("pk", "published_at"))
+    ids = [sid for sid, _, _ in rows]
+    alert_topics = _topics(Alert.topics.through, "alert_id", [pk for pk, _ in alerts])
+    follows = _topics(Subscriber.topics.through, "subscriber_id", ids)
+    # An alert they already received as it happens is not repeated in the digest.
+    had = set(Delivery.objects.filter(subscriber_id__in=ids, alert_id__in=[pk for pk, _ in alerts])
+              .values_list("subscriber_id", "alert_id"))
+    groups: dict[tuple[int, ...], list[tuple[int, str]]] = defaultdict(list)
+    nothing_new = []
+    for sid, email, last in rows:
+        since = max(last or period.previous_at, oldest)
+        mine = follows.get(sid)
+        chosen = tuple(pk for pk, published in alerts if published > since and (sid, pk) not in had
+                       and (not mine or not alert_topics.get(pk) or mine & alert_topics[pk]))
+        if chosen:
+            groups[chosen].append((sid, email))
+        else:
+            nothing_new.append(sid)
+    return groups, nothing_new
+
+
+def _topics(through, key: str, ids: list[int]) -> dict[int, set[int]]:
+    mapping: dict[int, set[int]] = defaultdict(set)
+    for owner, topic in through.objects.filter(**{f"{key}__in": ids}).values_list(key, "topic_id"):
+        mapping[owner].add(topic)
+    return mapping
+
+
+def _rendering(alert_ids: tuple[int, ...], frequency: str) -> RenderedAlert:
+    stamps = tuple(Alert.objects.filter(pk__in=alert_ids).order_by("pk").values_list("pk", "updated_at"))
+
+    def render() -> RenderedAlert:
+        alerts = list(Alert.objects.filter(pk__in=alert_ids).order_by("-published_at"))
+        return digest_rendering(alerts, frequency)
+
+    return _renderings.get((stamps, frequency), render)
+
+
+def _sent(batch: Batch, results: list[Outcome], period: Period) -> None:
+    _mark(batch, results)
+    sent = [row.subscriber_id for row in results if row.status == Delivery.Status.SENT]
+    # "Through" the period start: the next digest starts from the alerts after it.
+    _update_ids(Subscriber, sent, last_digest_at=period.starts_at)
+
+
+def _mark(batch: Batch, results: list[Outcome]) -> None:
+    """Update this batch's reserved rows in one statement per outcome."""
+    if not results:
+        return
+    now = timezone.now()
+    by_outcome: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for sid, status, message_id, error in results:
+        by_outcome[(status, message_id, error)].append(sid)
+    with transaction.atomic():
+        for (status, message_id, error), sids in by_outcome.items():
+            _update_ids(Delivery, sids, key="subscriber_id",
+                        where={"digest_run_id": batch.digest_run_id, "batch_id": batch.pk, "status": "pending"},
+                        status=status, message_id=message_id, error=error[:400],
+                        sent_at=now if status == Delivery.Status.SENT else None)
+
+
+def _update_ids(model, ids: list[int], **kwargs) -> None:
+    (ledger.update_ids if ledger.on_postgresql() else ledger.update_ids_portable)(model, ids, **kwargs)

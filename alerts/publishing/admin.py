@@ -1,0 +1,171 @@
+"""The editor's admin: alerts written, previewed, tested, published, scheduled,
+stopped and followed live; and the topics they are filed under."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.http import require_POST
+
+from ..common.addresses import email_hmac
+from ..common.tokens import link_tokens
+from ..emails import alert_message
+from ..models import Alert, Delivery, Topic
+from . import services
+from .audience import audience_count
+from .progress import alert_engagement, alert_progress
+
+
+@admin.register(Topic)
+class TopicAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "position"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ["headline", "status", "published_at", "audience_size", "author"]
+    list_filter = ["status", "topics", "published_at"]
+    search_fields = ["headline", "standfirst"]
+    filter_horizontal = ["topics"]
+    fields = ["headline", "standfirst", "body", "url", "image_url", "image_alt", "topics"]
+    readonly_fields = ["status", "author", "published_by", "published_at", "scheduled_for",
+                       "first_handoff_at", "last_handoff_at", "finished_at", "audience_size"]
+    change_form_template = "admin/alerts/alert/change_form.html"
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        return self.fields + (self.readonly_fields if obj else [])
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Once an alert has left, what subscribers received must stay as it was.
+        if obj is not None and obj.status not in (Alert.Status.DRAFT, Alert.Status.SCHEDULED):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        if obj is not None and obj.status != Alert.Status.DRAFT:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Alert, form, change: bool) -> None:
+        if not change:
+            obj.author = request.user
+        super().save_model(request, obj, form, change)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/preview/", wrap(self.preview_view), name="alerts_alert_preview"),
+            path("<int:pk>/preview/html/", wrap(self.preview_html_view), name="alerts_alert_preview_html"),
+            path("<int:pk>/send-test/", wrap(self.send_test_view), name="alerts_alert_send_test"),
+            path("<int:pk>/publish/", wrap(self.publish_view), name="alerts_alert_publish"),
+            path("<int:pk>/schedule/", wrap(self.schedule_view), name="alerts_alert_schedule"),
+            path("<int:pk>/stop/", wrap(self.stop_view), name="alerts_alert_stop"),
+            path("<int:pk>/progress/", wrap(self.progress_view), name="alerts_alert_progress"),
+            path("<int:pk>/progress.json", wrap(self.progress_json_view), name="alerts_alert_progress_json"),
+        ] + super().get_urls()
+
+    def _alert(self, request: HttpRequest, pk: int) -> Alert:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(Alert, pk=pk)
+
+    def _require_publisher(self, request: HttpRequest) -> None:
+        if not request.user.has_perm("alerts.publish_alert"):
+            raise PermissionDenied("Publishing needs the 'Can publish, schedule and stop alerts' permission.")
+
+    def _context(self, request: HttpRequest, alert: Alert, title: str, **extra) -> dict:
+        return {**self.admin_site.each_context(request), "opts": self.model._meta,
+                "original": alert, "alert": alert, "title": title,
+                "can_publish": request.user.has_perm("alerts.publish_alert"), **extra}
+
+    def preview_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        alert = self._alert(request, pk)
+        rendered = alert_message(alert, to="preview@example.com", token=link_tokens.make_token(0))
+        return TemplateResponse(request, "admin/alerts/alert/preview.html", self._context(
+            request, alert, f"Preview: {alert.headline}", subject=rendered.subject, text=rendered.body))
+
+    @method_decorator(xframe_options_sameorigin)
+    def preview_html_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        alert = self._alert(request, pk)
+        message = alert_message(alert, to="preview@example.com", token=link_tokens.make_token(0))
+        return HttpResponse(message.alternatives[0][0])
+
+    @method_decorator(require_POST)
+    def send_test_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        alert = self._alert(request, pk)
+        if not request.user.email:
+            messages.error(request, "Add an email address to your user account to receive tests.")
+        else:
+            services.alert_send_test(alert_id=alert.pk, to=request.user.email)
+            messages.success(request, f"A test copy is on its way to {request.user.email}.")
+        return redirect("admin:alerts_alert_change", alert.pk)
+
+    def publish_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        alert = self._alert(request, pk)
+        self._require_publisher(request)
+        if request.method == "POST":
+            if services.alert_publish(alert_id=alert.pk, user=request.user):
+                messages.success(request, "Published: the alert is on its way to subscribers.")
+            else:
+                messages.warning(request, "This alert was already published.")
+            return redirect("admin:alerts_alert_progress", alert.pk)
+        return TemplateResponse(request, "admin/alerts/alert/publish.html", self._context(
+            request, alert, "Publish this alert now?", audience=audience_count(alert)))
+
+    def schedule_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        alert = self._alert(request, pk)
+        self._require_publisher(request)
+        form = ScheduleForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            if services.alert_schedule(alert_id=alert.pk, when=form.cleaned_data["when"], user=request.user):
+                messages.success(request, "Scheduled.")
+            return redirect("admin:alerts_alert_change", alert.pk)
+        return TemplateResponse(request, "admin/alerts/alert/schedule.html", self._context(
+            request, alert, "Schedule this alert", form=form, audience=audience_count(alert)))
+
+    @method_decorator(require_POST)
+    def stop_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        alert = self._alert(request, pk)
+        self._require_publisher(request)
+        if services.alert_stop(alert_id=alert.pk):
+            messages.warning(request, "Sending stopped. Batches already with the provider still arrive.")
+        return redirect("admin:alerts_alert_progress", alert.pk)
+
+    def progress_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        alert = self._alert(request, pk)
+        lookup = request.GET.get("q", "").strip()
+        delivery = None
+        if lookup:
+            # By the address's keyed hash (indexed, and case-insensitive like the
+            # address itself), then one probe of the ledger's (alert, subscriber).
+            delivery = (Delivery.objects.filter(alert=alert, subscriber__email_hmac=email_hmac(lookup))
+                        .select_related("subscriber", "batch").first())
+        return TemplateResponse(request, "admin/alerts/alert/progress.html", self._context(
+            request, alert, f"Sending: {alert.headline}", progress=alert_progress(alert),
+            engagement=alert_engagement(alert), lookup=lookup, delivery=delivery))
+
+    def progress_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
+        alert = self._alert(request, pk)
+        return JsonResponse(alert_progress(alert).as_dict())
+
+
+class ScheduleForm(forms.Form):
+    when = forms.DateTimeField(
+        label="Publish at", help_text="In UTC, e.g. 2026-11-27 06:30",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+
+    def clean_when(self):
+        when = self.cleaned_data["when"]
+        if when <= timezone.now():
+            raise forms.ValidationError("Choose a time in the future, or publish now.")
+        return when

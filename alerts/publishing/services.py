@@ -1,0 +1,62 @@
+"""The editor's actions on an alert: publish, schedule, unschedule, stop, send a test."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..common.queueing import enqueue_on_commit
+from ..common.tokens import link_tokens
+from ..emails import alert_message
+from ..models import Alert, Batch
+
+logger = logging.getLogger(__name__)
+
+
+def alert_publish(*, alert_id: int, user=None) -> bool:
+    """Start sending now. Returns False if the alert was already published (a double
+    click, two editors at once, a retried request): it is published once."""
+    with transaction.atomic():
+        started = Alert.objects.filter(
+            pk=alert_id, status__in=[Alert.Status.DRAFT, Alert.Status.SCHEDULED]
+        ).update(status=Alert.Status.SENDING, published_at=timezone.now(), published_by=user)
+        if started:
+            enqueue_on_commit("alerts.fan_out_alert", alert_id=alert_id)
+    if started:
+        logger.info("Alert %s published", alert_id)
+    return bool(started)
+
+
+def alert_schedule(*, alert_id: int, when: datetime, user=None) -> bool:
+    """Publish at an embargo time (picked up by the sweeper within seconds of it)."""
+    return bool(Alert.objects.filter(
+        pk=alert_id, status__in=[Alert.Status.DRAFT, Alert.Status.SCHEDULED]
+    ).update(status=Alert.Status.SCHEDULED, scheduled_for=when, published_by=user))
+
+
+def alert_unschedule(*, alert_id: int) -> bool:
+    return bool(Alert.objects.filter(pk=alert_id, status=Alert.Status.SCHEDULED)
+                .update(status=Alert.Status.DRAFT, scheduled_for=None))
+
+
+def alert_stop(*, alert_id: int) -> bool:
+    """Stop sending: batches not yet claimed are cancelled; the few in flight finish."""
+    with transaction.atomic():
+        stopped = Alert.objects.filter(
+            pk=alert_id, status__in=[Alert.Status.SENDING, Alert.Status.SCHEDULED]
+        ).update(status=Alert.Status.CANCELLED, cancelled_at=timezone.now())
+        Batch.objects.filter(alert_id=alert_id, status=Batch.Status.PENDING).update(
+            status=Batch.Status.CANCELLED)
+    return bool(stopped)
+
+
+def alert_send_test(*, alert_id: int, to: str) -> None:
+    """Send the editor one copy exactly as subscribers get it. Its links carry a token
+    for no subscriber (id 0), so pressing them changes nobody's subscription."""
+    alert = Alert.objects.get(pk=alert_id)
+    message = alert_message(alert, to=to, token=link_tokens.make_token(0))
+    message.subject = f"[TEST] {message.subject}"
+    message.send()

@@ -1,0 +1,1 @@
+"""Readers' data rights: download, erasure, retention purges, the privacy notice."""

@@ -1,0 +1,283 @@
+"""The batch engine that alerts and digests share: cut, claim, release, close.
+
+1. `ranges_after` walks an audience in SQL, in primary-key order, and `create_batches`
+   writes one Batch row per provider call's worth of it: a range of subscriber ids
+   [first, last]. Nothing is loaded whole; only each batch's first id leaves the
+   database.
+2. A send task `claim_batch`es its batch with a conditional update and a lease, so two
+   workers never send one batch, and a dead worker's batch is taken over later.
+3. After the provider call, `close_batch` writes the whole batch to the ledger (one
+   Delivery row per recipient) and its outcome in one transaction; on a transient
+   failure, `release_batch` hands it back for a retry after `retry_delay`.
+
+The engine does not finish anything above the batch: it returns the batch's status,
+and its caller (`publishing.fanout` for an alert, `digests.send` for a digest run)
+finishes its own object. Duplicates are bounded: a batch is only sent twice if its
+worker died after the provider accepted it and before the ledger was written.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from ..common.queueing import enqueue_on_commit
+from ..models import Batch, Delivery, Subscriber
+from . import ledger
+from .ledger import NOT_SENT, Outcome, Totals
+
+logger = logging.getLogger(__name__)
+
+# A batch that failed transiently this many times is marked failed for the editor.
+MAX_ATTEMPTS = 5
+MAX_RETRY_DELAY = 300  # seconds; under half the broker's visibility timeout
+# Batches cut per database round trip: enough to keep workers busy while the walk goes
+# on, small enough that the first of them are queued within milliseconds.
+RANGES_PER_STEP = 50
+
+
+class RetryLater(Exception):
+    """Transient failure (or batch leased elsewhere): run the task again later."""
+
+    def __init__(self, countdown: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry in {countdown:.1f}s")
+        self.countdown = countdown
+
+
+@dataclass(frozen=True)
+class BatchOwner:
+    """What a batch belongs to: an alert, or a digest run. Exactly one is set."""
+
+    alert_id: int | None = None
+    digest_run_id: int | None = None
+
+    @classmethod
+    def of(cls, batch: Batch) -> BatchOwner:
+        return cls(alert_id=batch.alert_id, digest_run_id=batch.digest_run_id)
+
+    def fields(self) -> dict[str, int | None]:
+        """The Batch fields that name this owner, for filters and new rows."""
+        if self.alert_id is not None:
+            return {"alert_id": self.alert_id}
+        return {"digest_run_id": self.digest_run_id}
+
+    @property
+    def reserves_ledger(self) -> bool:
+        """Whether the owner's ledger rows are reserved before sending (a digest's, so
+        a period goes to each reader once) rather than written as the batch closes."""
+        return self.digest_run_id is not None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of claiming a batch: `batch` when this worker now holds it; else
+    None, and `status` says why not (the batch's status, e.g. sent, or "missing")."""
+
+    batch: Batch | None
+    status: str
+
+
+# --- The cut ---------------------------------------------------------------------------
+
+def ranges_after(members: QuerySet[Subscriber], after: int, size: int, *,
+                 join_suppressions: bool = False) -> Iterator[tuple[int, int, int]]:
+    """Yield (first_id, last_id, count) for consecutive runs of `size` subscribers of
+    `members` with ids above `after`. Walks the index in id order, RANGES_PER_STEP
+    batches' worth of rows per query (keyset: each step starts after the last id the
+    one before read), so batches are queued while the rest of a million-row audience is
+    still being walked; a batch may span two steps.
+
+    With `join_suppressions`, `members` leaves out the suppression list's filter and
+    each step applies it with one join (see ledger.walk_step).
+    """
+    if join_suppressions and not ledger.on_postgresql():
+        members, join_suppressions = members.unsuppressed(), False
+    rows = size * RANGES_PER_STEP
+    first = last = None  # the batch being filled: its first member, the last so far
+    count = 0  # and how many it has
+    while True:
+        step_query = members.filter(pk__gt=after).order_by("pk")
+        if join_suppressions:
+            step_query = step_query.values(sid=F("pk"), hmac=F("email_hmac"))[:rows]
+        else:
+            step_query = step_query.values(sid=F("pk"))[:rows]
+        # Position (1-based) among this step's members of the next batch's first one.
+        start = 1 if first is None else size - count + 1
+        step = _walk(*step_query.query.sql_with_params(), start, size, join_suppressions)
+        for first_id in step.starts:
+            if first is not None:
+                yield first, first_id - 1, size
+            first = first_id
+        if step.found:
+            if step.starts:
+                count = step.found - (start + (len(step.starts) - 1) * size) + 1
+            else:
+                count += step.found
+            last = step.last_member
+        if step.scanned < rows:
+            break
+        after = step.last_read
+    if first is not None:
+        yield first, last, count
+
+
+def _walk(sql: str, params: tuple, start: int, size: int, join_suppressions: bool) -> ledger.Step:
+    if ledger.on_postgresql():
+        return ledger.walk_step(sql, params, start, size, join_suppressions=join_suppressions)
+    return ledger.walk_step_portable(sql, params, start, size)
+
+
+def create_batches(owner: BatchOwner, ranges: Iterable[tuple[int, int, int]], task_name: str,
+                   chunk: int = RANGES_PER_STEP,
+                   prepare: Callable[[list[Batch]], None] | None = None) -> int:
+    """Write Batch rows for `ranges` under `owner` in chunks, queueing the task named
+    `task_name` for each after its chunk commits. `prepare(batches)` runs inside the
+    chunk's transaction (digests reserve their ledger rows there). Returns how many
+    ranges were written; a range already cut meets the unique (owner, first id) and
+    is left as it was."""
+    created = 0
+    pending: list[Batch] = []
+
+    def flush() -> None:
+        nonlocal created
+        with transaction.atomic():
+            Batch.objects.bulk_create(pending, ignore_conflicts=True)
+            batches = list(Batch.objects.filter(
+                **owner.fields(), first_subscriber_id__in=[b.first_subscriber_id for b in pending],
+                status=Batch.Status.PENDING,
+            ))
+            if prepare is not None:
+                prepare(batches)
+            for batch in batches:
+                enqueue_on_commit(task_name, batch_id=batch.pk)
+        created += len(pending)
+        pending.clear()
+
+    for first_id, last_id, count in ranges:
+        pending.append(Batch(**owner.fields(), first_subscriber_id=first_id,
+                             last_subscriber_id=last_id, planned_count=count))
+        # The very first batch goes alone, so its send starts before the rest are cut.
+        if len(pending) >= chunk or created == 0:
+            flush()
+    if pending:
+        flush()
+    return created
+
+
+# --- Claim and release -----------------------------------------------------------------
+
+def claim_batch(batch_id: int) -> Claim:
+    """Take the batch for this worker for BATCH_LEASE_SECONDS.
+
+    Raises RetryLater while another worker holds its lease, so that a redelivered task
+    waits for the lease rather than vanishing.
+    """
+    now = timezone.now()
+    lease = timedelta(seconds=settings.BATCH_LEASE_SECONDS)
+    batch = ledger.claim(batch_id, lease=lease, now=now)
+    if batch is not None:
+        return Claim(batch, Batch.Status.SENDING)
+    row = Batch.objects.filter(pk=batch_id).values("status", "lease_expires_at").first()
+    if row and row["status"] == Batch.Status.SENDING:
+        wait = (row["lease_expires_at"] - now).total_seconds() + random.uniform(0.5, 2)
+        raise RetryLater(min(max(wait, 1), MAX_RETRY_DELAY), "batch leased by another worker")
+    return Claim(None, row["status"] if row else "missing")
+
+
+def retry_delay(attempts: int, retry_after: float | None) -> float:
+    """Seconds before the next attempt: exponential backoff with jitter, which spreads
+    a thundering herd of retries, and never sooner than the provider's Retry-After."""
+    backoff = min(2 ** attempts, 60) * random.uniform(0.5, 1.5)
+    return min(max(backoff, retry_after or 0), MAX_RETRY_DELAY)
+
+
+def release_batch(batch: Batch, error: str) -> None:
+    """Hand a claimed batch back for another attempt, keeping the error for the editor."""
+    Batch.objects.filter(pk=batch.pk, status=Batch.Status.SENDING).update(
+        status=Batch.Status.PENDING, lease_expires_at=None, last_error=error[:2000])
+
+
+# --- Close -----------------------------------------------------------------------------
+
+def failed_outcomes(subscriber_ids: Iterable[int], error: str) -> list[Outcome]:
+    """One FAILED ledger row per subscriber, for a call the provider refused whole."""
+    return [Outcome(sid, Delivery.Status.FAILED, "", error[:400]) for sid in subscriber_ids]
+
+
+def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
+                results: list[Outcome] | None = None) -> str:
+    """Write the batch's ledger rows (`results`, for an owner that writes them as it
+    closes) and its outcome and totals in one transaction. Returns `status`.
+
+    The caller finishes its alert or digest run afterwards, outside this transaction,
+    so that of two batches finishing together the later one sees the other's commit.
+    """
+    owner = BatchOwner.of(batch)
+    now = timezone.now()
+    if results and batch.attempts == 1 and not owner.reserves_ledger and ledger.on_postgresql():
+        try:
+            _close_first_attempt(batch, status, error=error, skipped=skipped, results=results, now=now)
+        except IntegrityError:
+            logger.warning("Batch %s: ledger rows already present; recording with a conflict check", batch.pk)
+        else:
+            return status
+    batch_message_id, results = _shared_message_id(results) if results else ("", results)
+    with transaction.atomic():
+        if results:
+            _record(batch, results, now)
+        if results is not None and batch.attempts == 1 and not owner.reserves_ledger:
+            # First attempt: this call's results are all the batch's rows.
+            sent = sum(1 for row in results if row.status not in NOT_SENT)
+            failed = sum(1 for row in results if row.status == Delivery.Status.FAILED)
+        else:
+            counts = ledger.counted(batch)
+            sent, failed = counts["sent"], counts["failed"]
+            if owner.reserves_ledger:
+                skipped += counts["skipped"]
+            elif status == Batch.Status.SENT:
+                # Rows written by earlier attempts are in `sent`; whoever is left out
+                # of the range was unsubscribed or suppressed since publication.
+                skipped = batch.planned_count - sent - failed
+        ledger.save_totals(batch, Totals(status, sent, failed, max(skipped, 0), batch_message_id, error), now)
+        if sent:
+            ledger.mark_handoff(owner.alert_id, now)
+    return status
+
+
+def record_partial(batch: Batch, results: list[Outcome]) -> None:
+    """Keep what a call that failed part-way had already handed over (per-message
+    sends), so that the retry skips those readers."""
+    if results:
+        _record(batch, results, timezone.now())
+
+
+def _record(batch: Batch, results: list[Outcome], now) -> None:
+    (ledger.record if ledger.on_postgresql() else ledger.record_portable)(batch, results, now)
+
+
+def _close_first_attempt(batch: Batch, status: str, *, error: str, skipped: int,
+                         results: list[Outcome], now) -> None:
+    """close_batch for the common case, an alert batch's first attempt: one statement."""
+    batch_message_id, rows = _shared_message_id(results)
+    sent = sum(1 for row in rows if row.status not in NOT_SENT)
+    failed = sum(1 for row in rows if row.status == Delivery.Status.FAILED)
+    totals = Totals(status, sent, failed, max(skipped, 0), batch_message_id, error)
+    ledger.close_first_attempt(batch, totals, rows, now)
+
+
+def _shared_message_id(results: list[Outcome]) -> tuple[str, list[Outcome]]:
+    """One provider call gives all its recipients one message id (Mailgun): keep it
+    once, on the batch, and leave the rows' own column empty."""
+    ids = {row.message_id for row in results}
+    if len(ids) == 1 and len(results) > 1:
+        shared = ids.pop()
+        return shared, [row._replace(message_id="") for row in results]
+    return "", results

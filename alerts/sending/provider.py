@@ -1,0 +1,218 @@
+"""Talking to the email provider: what the configured backend can do in one call (its
+profile), the transport (one personalised API call per batch where the provider merges
+per-recipient fields, else one message each over one connection), and the sorting of
+every failure into its kind, in one place:
+
+- TransientSendError: worth retrying (429, 5xx, timeouts, network errors);
+- PermanentSendError: the provider refused the request itself (bad key, bad data);
+- a refused recipient is an Outcome of FAILED for that reader alone, never retried.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from dataclasses import dataclass
+
+from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
+from django.conf import settings
+from django.core.mail import get_connection
+
+from ..common.cache import ProcessCache
+from ..common.tokens import link_tokens
+from ..emails import RenderedAlert, personalise, personalised_copy, subscriber_links
+from ..models import Delivery
+from .anymail_batch import BatchMessage, backend_class
+from .ledger import Outcome
+
+# Recipients per provider API call: each provider's documented batch limit. Anymail
+# never splits a list, so a batch is exactly one call. Plain SMTP sends one message per
+# recipient over one connection per batch; 500 keeps a batch well inside the lease.
+BATCH_SIZES = {"Mailgun": 1000, "SendGrid": 1000, "Postmark": 500, "Mandrill": 1000,
+               "Mailjet": 50, "Amazon SES": 50}
+DEFAULT_BATCH_SIZE = 500
+# How each provider spells a per-recipient merge field in a body. Providers not listed
+# get one API call per recipient, which is correct but slow.
+MERGE_FIELDS = {"Mailgun": "%recipient.{}%", "Mailjet": "[[var:{}]]", "Mandrill": "*|{}|*"}
+
+
+@dataclass(frozen=True)
+class SendingProfile:
+    backend_path: str
+    esp_name: str | None
+    batch_size: int
+    merge_field: str | None
+
+
+def sending_profile() -> SendingProfile:
+    """What the configured EMAIL_BACKEND can do in one call."""
+    path = settings.EMAIL_BACKEND
+    esp_name = getattr(backend_class(path), "esp_name", None)
+    if not isinstance(esp_name, str):
+        esp_name = None
+    size = settings.FANOUT_BATCH_SIZE or BATCH_SIZES.get(esp_name, DEFAULT_BATCH_SIZE)
+    return SendingProfile(path, esp_name, size, MERGE_FIELDS.get(esp_name))
+
+
+class TransientSendError(Exception):
+    """Worth retrying: rate limits, provider 5xx, timeouts, network errors."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 partial_results: list | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.partial_results = partial_results or []
+
+
+class PermanentSendError(Exception):
+    """Not worth retrying: the provider refused the request itself (bad key, bad data)."""
+
+
+def deliver_rendered(rendered: RenderedAlert, recipients: list[tuple[int, str]], *, tag: str,
+                     metadata: dict[str, str]) -> list[Outcome]:
+    """Send one rendered email to every recipient, each with their own links: one API
+    call where the provider personalises batches, else one message each."""
+    profile = sending_profile()
+    if profile.merge_field:
+        return _send_merged(rendered, recipients, profile, tag=tag, metadata=metadata)
+    return _send_each(rendered, recipients, profile)
+
+
+# Providers that also substitute merge fields in custom headers, so List-Unsubscribe can
+# be one header for the whole batch (anymail's own merge_headers for Mailgun works this
+# way); elsewhere each recipient's header travels as anymail merge_headers.
+HEADER_MERGE = {"Mailgun"}
+
+# One backend (one HTTP session, kept alive) per worker process and provider.
+_connections: ProcessCache = ProcessCache("provider connections", size=8)
+
+
+def _connection_key(path: str) -> tuple[str, str]:
+    # Keyed by the provider settings too, so a changed API URL or key takes effect.
+    return path, repr(sorted(settings.ANYMAIL.items()))
+
+
+def _esp_connection(path: str):
+    return _connections.get(_connection_key(path), lambda: _open_connection(path))
+
+
+def _open_connection(path: str):
+    connection = backend_class(path)(fail_silently=False)
+    connection.open()
+    return connection
+
+
+def _drop_connection(path: str) -> None:
+    connection = _connections.pop(_connection_key(path))
+    if connection is not None:
+        connection.close()
+
+
+def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *, tag: str,
+                 metadata: dict[str, str]):
+    """One API call for the whole batch; each copy gets its own links via merge data."""
+    field = profile.merge_field.format("t")
+    # Reversed with a plain placeholder: reverse() would percent-encode the merge field.
+    links = {name: url.replace("TOKEN", field) for name, url in subscriber_links("TOKEN").items()}
+    headers = {k: personalise(v, links) for k, v in rendered.headers.items()}
+    make_token = link_tokens.bulk_maker()
+    to = [email for _, email in recipients]
+    merge_data = {email: {"t": make_token(sid)} for sid, email in recipients}
+    merge_headers = None
+    if profile.esp_name not in HEADER_MERGE:
+        unsubscribe = headers.pop("List-Unsubscribe")
+        merge_headers = {email: {"List-Unsubscribe": unsubscribe.replace(field, data["t"])}
+                         for email, data in merge_data.items()}
+    message = BatchMessage(
+        subject=rendered.subject, body=personalise(rendered.text, links),
+        from_email=settings.DEFAULT_FROM_EMAIL, to=to, headers=headers,
+        connection=_esp_connection(profile.backend_path), merge_data=merge_data,
+        tags=[tag], metadata=metadata,
+    )
+    if merge_headers:
+        message.merge_headers = merge_headers
+    message.attach_alternative(personalise(rendered.html, links), "text/html")
+    try:
+        message.send()
+    except AnymailRecipientsRefused as error:
+        return [Outcome(sid, Delivery.Status.FAILED, "", str(error)[:400]) for sid, _ in recipients]
+    except AnymailAPIError as error:
+        _drop_connection(profile.backend_path)
+        raise _classify(error) from error
+    return _statuses(message, recipients)
+
+
+def _classify(error: AnymailAPIError) -> Exception:
+    status = getattr(error, "status_code", None)
+    if status is None or status == 429 or status >= 500:
+        return TransientSendError(str(error)[:1000], retry_after=_retry_after(error))
+    return PermanentSendError(str(error)[:1000])
+
+
+def _retry_after(error: AnymailAPIError) -> float | None:
+    response = getattr(error, "response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+REFUSED = frozenset({"rejected", "invalid", "failed"})
+
+
+def _statuses(message: BatchMessage, recipients) -> list[Outcome]:
+    status = message.anymail_status
+    if isinstance(status.message_id, str) and not status.status & REFUSED:
+        # One id and no refusals (Mailgun queues a whole call under one id): the same
+        # row for everyone, without a lookup per recipient.
+        sent, message_id = Delivery.Status.SENT, status.message_id
+        return [Outcome(subscriber_id, sent, message_id) for subscriber_id, _ in recipients]
+    per_recipient = status.recipients
+    results = []
+    for subscriber_id, email in recipients:
+        recipient = per_recipient.get(email)
+        refused = recipient is not None and recipient.status in REFUSED
+        results.append(Outcome(
+            subscriber_id,
+            Delivery.Status.FAILED if refused else Delivery.Status.SENT,
+            (recipient.message_id or "") if recipient else "",
+            recipient.status if refused else "",
+        ))
+    return results
+
+
+def _send_each(rendered: RenderedAlert, recipients, profile: SendingProfile):
+    """One message per recipient over one connection (SMTP and providers without
+    batch merge). A failure part-way keeps what was already accepted."""
+    make_token = link_tokens.bulk_maker()
+    results: list[Outcome] = []
+    connection = get_connection(profile.backend_path, fail_silently=False)
+    try:
+        connection.open()
+        for subscriber_id, email in recipients:
+            copy = personalised_copy(rendered, to=email, links=subscriber_links(make_token(subscriber_id)),
+                                     connection=connection)
+            try:
+                copy.send()
+            except (smtplib.SMTPRecipientsRefused, AnymailRecipientsRefused) as error:
+                results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
+                continue
+            except AnymailAPIError as error:
+                classified = _classify(error)
+                if isinstance(classified, TransientSendError):
+                    classified.partial_results = results
+                raise classified from error
+            except (smtplib.SMTPException, OSError) as error:
+                raise TransientSendError(str(error)[:1000], partial_results=results) from error
+            message_id = _message_id(copy) or copy.extra_headers.get("Message-ID", "")
+            results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id))
+    except (smtplib.SMTPException, OSError) as error:
+        raise TransientSendError(str(error)[:1000], partial_results=results) from error
+    finally:
+        connection.close()
+    return results
+
+
+def _message_id(message) -> str:
+    status = getattr(message, "anymail_status", None)
+    return (status.message_id or "") if status is not None and isinstance(status.message_id, str) else ""

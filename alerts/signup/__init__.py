@@ -1,0 +1,1 @@
+"""Signing up: the form (page, embedded box, JSON endpoint), the double opt-in and its confirmation email."""
