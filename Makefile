@@ -23,8 +23,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/fanout.py $(BENCH_ARGS)
 
+## lint: ruff, and the import contract in .importlinter (imports go one way, down the layers)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 check-deploy: $(STAMP)
 	SECRET_KEY=$$(head -c 48 /dev/urandom | base64) EMAIL_HASH_KEY=x ALLOWED_HOSTS=news.example.com \

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def app_email_hmac(email: str) -> str:
     """The app's keyed hash of an address. The seed computes the same HMAC itself (one
     copied key per row is faster) and checks one row against this."""
-    from alerts.addresses import email_hmac
+    from alerts.common.addresses import email_hmac
 
     return email_hmac(email)
 
@@ -93,7 +93,7 @@ class AlertJob:
         self.alert = create_alert()
 
     def start(self) -> None:
-        from alerts.publishing import alert_publish
+        from alerts.publishing.services import alert_publish
 
         alert_publish(alert_id=self.alert.pk, user=None)
 

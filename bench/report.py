@@ -46,11 +46,12 @@ def machine() -> dict:
 
 def code_version() -> dict[str, str]:
     """Short hashes of the code under test, since it changes between runs (no VCS call)."""
-    files = sorted([*ROOT.glob("alerts/*.py"), *ROOT.glob("config/*.py")])
+    files = sorted([*ROOT.glob("alerts/**/*.py"), *ROOT.glob("config/*.py")])
     combined = hashlib.sha1()
     for path in files:
         combined.update(path.read_bytes())
-    key = ("alerts/fanout.py", "alerts/anymail_batch.py", "alerts/digests.py", "config/settings.py")
+    key = ("alerts/sending/batches.py", "alerts/sending/ledger.py", "alerts/sending/provider.py",
+           "alerts/publishing/fanout.py", "alerts/digests/send.py", "config/settings.py")
     return {"alerts+config": combined.hexdigest()[:12],
             **{name: hashlib.sha1((ROOT / name).read_bytes()).hexdigest()[:12]
                for name in key if (ROOT / name).exists()}}
@@ -141,7 +142,7 @@ def print_report(result: dict) -> None:
     print_profile(result.get("profile"))
     print(f"\nMachine: {m['nproc']} CPUs, {m['cpu_model']}, {m['ram_gb']} GB RAM, Python {m['python']},"
           f" PostgreSQL {m['postgresql']}, Redis {m['redis']}, Django {m['django']}, Celery {m['celery']}")
-    print(f"Code under test: {result['code']['alerts+config']} (sha1 of alerts/*.py and config/*.py)")
+    print(f"Code under test: {result['code']['alerts+config']} (sha1 of alerts/**/*.py and config/*.py)")
     print(f"Reproduce: {result['command']}")
     print(f"Logs: {result['run_dir']}")
 

@@ -130,6 +130,9 @@ def _reserve(batches: list[Batch], members: QuerySet[Subscriber], period: Period
     statement per batch. A subscriber another run reserved first is left to it."""
     for batch in batches:
         in_range = members.filter(pk__gte=batch.first_subscriber_id, pk__lte=batch.last_subscriber_id)
+        if not ledger.on_postgresql():
+            ledger.reserve_digest_rows_portable(in_range, digest_key=period.key, run_id=run.pk, batch_id=batch.pk)
+            continue
         sql, params = in_range.values(sid=F("pk")).query.sql_with_params()
         ledger.reserve_digest_rows(sql, params, digest_key=period.key, run_id=run.pk, batch_id=batch.pk)
 

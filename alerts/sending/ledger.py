@@ -352,18 +352,27 @@ def reserve_digest_rows(members_sql: str, params: tuple, *, digest_key: str, run
     `sid`), under the unique (subscriber, digest_key): a subscriber another run
     reserved first is left to it.
 
-    Raw because `INSERT … SELECT` with a conflict clause reserves a batch's readers in
-    one statement without their ids leaving the database; the ORM has no INSERT from
-    a query. SQLite spells the conflict clause `INSERT OR IGNORE`.
+    Raw because `INSERT … SELECT … ON CONFLICT DO NOTHING` reserves a batch's readers
+    in one statement without their ids leaving the database; the ORM has no INSERT
+    from a query.
     """
-    verb, tail = ("INSERT", " ON CONFLICT DO NOTHING") if on_postgresql() else ("INSERT OR IGNORE", "")
     with db.cursor() as cursor:
         cursor.execute(
-            f"{verb} INTO {DELIVERY} (subscriber_id, digest_key, digest_run_id, batch_id,"
+            f"INSERT INTO {DELIVERY} (subscriber_id, digest_key, digest_run_id, batch_id,"
             " status, message_id, error) SELECT s.sid, %s, %s, %s, %s, '', ''"
-            f" FROM ({members_sql}) AS s{tail}",
+            f" FROM ({members_sql}) AS s ON CONFLICT DO NOTHING",
             [digest_key, run_id, batch_id, Delivery.Status.PENDING, *params],
         )
+
+
+def reserve_digest_rows_portable(members: models.QuerySet[Subscriber], *, digest_key: str, run_id: int,
+                                 batch_id: int) -> None:
+    """reserve_digest_rows's twin: the members' ids read out, then one bulk insert."""
+    Delivery.objects.bulk_create(
+        [Delivery(subscriber_id=sid, digest_key=digest_key, digest_run_id=run_id, batch_id=batch_id,
+                  status=Delivery.Status.PENDING) for sid in members.values_list("pk", flat=True)],
+        ignore_conflicts=True,
+    )
 
 
 def update_ids(model: type[models.Model], ids: list[int], *, key: str = "id",
