@@ -306,7 +306,7 @@ class _ChunkImporter:
         now = timezone.now()
         with connection.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO alerts_subscriber (email, email_hmac, confirmed_at, frequency, status,"
+                f"INSERT INTO {Subscriber._meta.db_table} (email, email_hmac, confirmed_at, frequency, status,"
                 " marketing_consent, time_zone, source, created_at)"
                 " SELECT *, %s, false, '', %s, %s FROM unnest(%s::text[], %s::text[],"
                 " %s::timestamptz[], %s::text[]) RETURNING id, email_hmac",
@@ -316,7 +316,7 @@ class _ChunkImporter:
             ids = {h: pk for pk, h in cursor.fetchall()}
             subscriber_ids = [ids[row.hmac] for row in rows]
             cursor.execute(
-                "INSERT INTO alerts_consentevent (subscriber_id, wording_id, ip_address, created_at,"
+                f"INSERT INTO {ConsentEvent._meta.db_table} (subscriber_id, wording_id, ip_address, created_at,"
                 " note, purpose, action, source, user_agent)"
                 " SELECT *, %s, %s, %s, '' FROM unnest(%s::bigint[], %s::bigint[], %s::inet[],"
                 " %s::timestamptz[], %s::text[])",
@@ -328,7 +328,7 @@ class _ChunkImporter:
                      for topic in row.topic_ids]
             if links:
                 cursor.execute(
-                    "INSERT INTO alerts_subscriber_topics (subscriber_id, topic_id)"
+                    f"INSERT INTO {Subscriber.topics.through._meta.db_table} (subscriber_id, topic_id)"
                     " SELECT * FROM unnest(%s::bigint[], %s::bigint[])",
                     [[sid for sid, _ in links], [topic for _, topic in links]],
                 )
