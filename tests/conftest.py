@@ -1,32 +1,22 @@
-"""Shared fixtures: a clean Redis cache per test, the fake email providers, and a real
-Celery worker process on the real Redis broker for end-to-end tests."""
+"""Fixtures shared by the test folders: a clean Redis cache per test, eager Celery,
+the fake email providers, a real Celery worker process on the real Redis broker for
+end-to-end tests, and the alert that the fan-out, sending and sweeper tests publish.
+
+Fixtures used by one folder only are in that folder's conftest.py; those of a single
+top-level module (test_tracking.py) stay in it."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings
 from django.core.cache import cache
 
+from alerts.models import Alert, Topic
 from tests.fakes.mailgun import FakeMailgun
-
-ROOT = Path(__file__).resolve().parent.parent
-IN_CI = bool(os.environ.get("CI"))
-
-
-def require_service(ok: bool, what: str) -> None:
-    """Skip locally when a service is missing; in CI a missing service is a failure."""
-    if ok:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is required in CI but is not available", pytrace=False)
-    pytest.skip(f"{what} is not available")
+from tests.helpers import Worker, require_service
 
 
 @pytest.fixture(autouse=True)
@@ -92,49 +82,6 @@ def _worker_env(fake: FakeMailgun) -> dict[str, str]:
     return env
 
 
-class Worker:
-    """A real `celery worker` process consuming every queue of the test broker."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2) -> None:
-        self.env, self.log_path, self.concurrency = env, log_path, concurrency
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Worker:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker",
-             "-Q", "alerts,transactional,digests", "-P", "prefork",
-             f"--concurrency={self.concurrency}", "--loglevel=INFO", "--without-heartbeat",
-             "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        self._wait_ready()
-        return self
-
-    def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if b"ready." in self.log_path.read_bytes():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError("Celery worker did not start:\n" + self.log_path.read_text()[-3000:])
-
-    def child_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(pid) for pid in out.stdout.split()]
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture
 def celery_worker_process(transactional_db, fake_mailgun, broker_redis, tmp_path):
     """Start a real worker on the real broker. Tests using it see committed data only,
@@ -147,12 +94,13 @@ def celery_worker_process(transactional_db, fake_mailgun, broker_redis, tmp_path
     worker.stop()
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = ""):
-    """Poll until predicate() is truthy; fail with `message` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(message or f"condition not met within {timeout}s")
+@pytest.fixture
+def world():
+    return Topic.objects.create(name="World", slug="world")
+
+
+@pytest.fixture
+def alert(world):
+    alert = Alert.objects.create(headline="Missiles fired <b>hours</b> before summit",
+                                 standfirst="Two launches & a meeting", url="https://news.example.com/a")
+    return alert

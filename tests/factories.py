@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.utils import timezone
 
 from alerts.common.addresses import email_hmac
-from alerts.models import Subscriber
+from alerts.models import Alert, Subscriber, Topic
 
 
 def make_subscriber(email: str = "alice@example.com", **fields) -> Subscriber:
@@ -38,3 +40,10 @@ def make_batch_deliveries(subscribers: list[Subscriber], *, message_id: str = "<
                                  last_subscriber_id=max(s.pk for s in subscribers), message_id=message_id)
     return [Delivery.objects.create(alert=alert, subscriber=s, batch=batch, status="sent",
                                     sent_at=timezone.now()) for s in subscribers]
+
+
+def published(headline: str, at: datetime, *topics: Topic) -> Alert:
+    alert = Alert.objects.create(headline=headline, standfirst=f"About {headline}",
+                                 url="https://news.example.com/x", status=Alert.Status.SENT, published_at=at)
+    alert.topics.set(topics)
+    return alert

@@ -1,6 +1,7 @@
-"""Every raw statement of the engine against its portable twin, on PostgreSQL: each is
-run on the same data (the other's writes rolled back) and both must leave the same
-rows behind, or return the same thing."""
+"""The delivery ledger a batch send writes (every recipient once, with the provider's
+message id), and every raw statement of the engine against its portable twin, on
+PostgreSQL: each is run on the same data (the other's writes rolled back) and both
+must leave the same rows behind, or return the same thing."""
 
 from __future__ import annotations
 
@@ -12,13 +13,46 @@ from django.db.models import F
 from django.utils import timezone
 
 from alerts.models import Alert, Batch, Delivery, DigestRun, Subscriber, Suppression
+from alerts.publishing import fanout
 from alerts.sending import ledger
 from alerts.sending.ledger import Outcome, Totals
 from tests.factories import make_subscriber
+from tests.helpers import publish_and_cut, send_all
 
 pytestmark = pytest.mark.django_db
 
 S = Delivery.Status
+
+
+def test_the_ledger_records_every_recipient_with_the_provider_message_id(alert, settings, mailgun):
+    for i in range(7):
+        make_subscriber(f"r{i}@example.com")
+    send_all(publish_and_cut(alert, settings=settings))
+    deliveries = Delivery.objects.filter(alert=alert)
+    assert deliveries.count() == 7
+    # One API call, one provider id: kept once, on the batch, and read through each row.
+    assert {d.provider_message_id for d in deliveries.select_related("batch")} == {mailgun.calls[0].message_id}
+    assert set(deliveries.values_list("message_id", flat=True)) == {""}
+    alert.refresh_from_db()
+    assert alert.status == Alert.Status.SENT
+    assert alert.first_handoff_at and alert.last_handoff_at and alert.finished_at
+
+
+def test_a_batch_overlapping_rows_already_in_the_ledger_still_records_everyone_once(alert, settings, mailgun):
+    readers = [make_subscriber(f"r{i}@example.com") for i in range(4)]
+    batch, = publish_and_cut(alert, settings=settings)
+    # Say an earlier, overlapping cut of the audience already sent to the first reader:
+    # that row stays as it was, and the batch still records the other three.
+    earlier = Batch.objects.create(alert=alert, first_subscriber_id=-1, last_subscriber_id=readers[0].pk,
+                                   status=Batch.Status.SENT, message_id="<earlier@mg>")
+    Delivery.objects.create(alert=alert, batch=earlier, subscriber=readers[0], status="sent")
+    assert fanout.batch_send(batch_id=batch.pk) == Batch.Status.SENT
+    rows = Delivery.objects.filter(alert=alert).select_related("batch")
+    assert sorted(r.subscriber_id for r in rows) == [r.pk for r in readers]
+    assert {r.subscriber_id: r.provider_message_id for r in rows}[readers[0].pk] == "<earlier@mg>"
+    assert {r.provider_message_id for r in rows if r.batch_id == batch.pk} == {mailgun.calls[0].message_id}
+    batch.refresh_from_db()
+    assert (batch.status, batch.sent_count) == (Batch.Status.SENT, 4)
 
 
 @pytest.fixture
@@ -33,14 +67,14 @@ def readers() -> list[Subscriber]:
 
 
 @pytest.fixture
-def alert() -> Alert:
+def sending_alert() -> Alert:
     return Alert.objects.create(headline="Two missiles fired", status=Alert.Status.SENDING,
                                 published_at=timezone.now())
 
 
 @pytest.fixture
-def batch(alert, readers) -> Batch:
-    return Batch.objects.create(alert=alert, first_subscriber_id=readers[0].pk,
+def batch(sending_alert, readers) -> Batch:
+    return Batch.objects.create(alert=sending_alert, first_subscriber_id=readers[0].pk,
                                 last_subscriber_id=readers[-1].pk, planned_count=len(readers),
                                 status=Batch.Status.SENDING, attempts=1)
 
@@ -198,7 +232,8 @@ def test_closing_a_first_attempt_over_existing_rows_fails_whole_both_ways(batch,
     ((Batch.Status.SENT, Batch.Status.FAILED), Alert.Status.SENT),
     ((), Alert.Status.SENT),
 ])
-def test_finishing_an_alert_decides_the_same_as_its_twin(alert, batch_states, finished):
+def test_finishing_an_alert_decides_the_same_as_its_twin(sending_alert, batch_states, finished):
+    alert = sending_alert
     Alert.objects.filter(pk=alert.pk).update(fanned_out_at=timezone.now())
     for n, state in enumerate(batch_states):
         Batch.objects.create(alert=alert, first_subscriber_id=n * 10 + 1, last_subscriber_id=n * 10 + 9,
@@ -210,7 +245,8 @@ def test_finishing_an_alert_decides_the_same_as_its_twin(alert, batch_states, fi
     assert after["alerts"][0][1] == (finished or Alert.Status.SENDING)
 
 
-def test_finishing_an_alert_not_yet_cut_waits_both_ways(alert):
+def test_finishing_an_alert_not_yet_cut_waits_both_ways(sending_alert):
+    alert = sending_alert
     now = timezone.now()
     done, _ = same_both_ways(lambda: ledger.finish_alert(alert.pk, now),
                              lambda: ledger.finish_alert_portable(alert.pk, now))

@@ -15,7 +15,7 @@ from alerts.models import Alert, Delivery, Subscriber, Suppression, Topic
 from alerts.publishing.progress import alert_progress
 from alerts.publishing.services import alert_publish, alert_stop
 from alerts.tasks import sweep_sends
-from tests.conftest import Worker, wait_until
+from tests.helpers import Worker, wait_until
 
 pytestmark = [pytest.mark.worker]
 

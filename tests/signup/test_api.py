@@ -1,27 +1,13 @@
-"""The JSON endpoint and the embeddable form, as another site's page would use them."""
+"""The JSON endpoint, as another site's page would use it, and its CORS preflight."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
 from alerts.models import ConsentEvent, Subscriber
+from tests.helpers import API, PARTNER
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
-
-API = "/api/subscribe"
-PARTNER = "https://www.example-news.com"
-
-
-@pytest.fixture
-def post_json(client, django_capture_on_commit_callbacks):
-    def post(payload, **extra):
-        body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
-        with django_capture_on_commit_callbacks(execute=True):
-            return client.post(API, body, content_type="application/json", **extra)
-
-    return post
 
 
 def test_a_valid_address_gets_the_thanks_as_json(post_json, mailoutbox):
@@ -104,58 +90,3 @@ def test_a_preflight_from_any_other_origin_is_not(client, settings):
     settings.CORS_ALLOWED_ORIGINS = [PARTNER]
     response = preflight(client, "https://evil.example.org")
     assert "Access-Control-Allow-Origin" not in response
-
-
-def test_the_embed_refuses_a_post_from_a_foreign_page(client, settings):
-    settings.EMBED_FRAME_ANCESTORS = [PARTNER]
-    response = client.post("/embed/", {"email": "alice@example.com"}, HTTP_ORIGIN=PARTNER)
-    assert response.status_code == 403
-    assert not Subscriber.objects.exists()
-
-
-def test_the_embed_refuses_a_post_with_no_origin_at_all(client):
-    assert client.post("/embed/", {"email": "alice@example.com"}).status_code == 403
-    assert not Subscriber.objects.exists()
-
-
-def test_the_embed_accepts_its_own_form_and_records_the_embed_source(client, mailoutbox, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post("/embed/", {"email": "alice@example.com"}, HTTP_ORIGIN="http://testserver")
-    assert response.status_code == 200
-    assert "Thanks for signing up to the breaking news emails" in response.content.decode()
-    assert ConsentEvent.objects.get().source == "embed"
-    assert len(mailoutbox) == 1
-
-
-def test_the_embed_may_be_framed_by_the_configured_sites_only(client, settings):
-    settings.EMBED_FRAME_ANCESTORS = [PARTNER, "https://partner.example.org"]
-    response = client.get("/embed/")
-    assert response.status_code == 200
-    assert response["Content-Security-Policy"] == \
-        f"frame-ancestors 'self' {PARTNER} https://partner.example.org"
-    assert "X-Frame-Options" not in response
-
-
-def test_the_embed_keeps_its_framing_policy_when_the_address_is_refused(client, settings):
-    settings.EMBED_FRAME_ANCESTORS = [PARTNER]
-    response = client.post("/embed/", {"email": "nope"}, HTTP_ORIGIN="http://testserver")
-    assert response.status_code == 400
-    assert "Please enter a valid email address" in response.content.decode()
-    assert PARTNER in response["Content-Security-Policy"]
-    assert "X-Frame-Options" not in response
-
-
-def test_the_embed_explains_the_rate_limit_inside_the_frame(client, settings):
-    settings.SIGNUP_RATE_PER_IP = "1/h"
-    settings.EMBED_FRAME_ANCESTORS = [PARTNER]
-    client.post("/embed/", {"email": "a@example.com"}, HTTP_ORIGIN="http://testserver")
-    response = client.post("/embed/", {"email": "b@example.com"}, HTTP_ORIGIN="http://testserver")
-    assert response.status_code == 429
-    assert "Please try again later" in response.content.decode()
-    # Otherwise the partner's page shows a blank, refused frame instead of the message.
-    assert "X-Frame-Options" not in response
-    assert PARTNER in response["Content-Security-Policy"]
-
-
-def test_the_normal_signup_page_cannot_be_framed(client):
-    assert client.get("/")["X-Frame-Options"] == "DENY"

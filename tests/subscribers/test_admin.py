@@ -6,23 +6,12 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from alerts.common.consent import RequestMeta
 from alerts.models import ConsentEvent, Subscriber
-from alerts.signup.services import subscriber_subscribe
 from tests.factories import make_subscriber
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = reverse("admin:alerts_subscriber_changelist")
-
-
-@pytest.fixture
-def alice(settings) -> Subscriber:
-    """Alice signed up through the form, ticking the marketing box."""
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    subscriber_subscribe(email="alice@example.com", marketing=True, source="web",
-                         meta=RequestMeta(ip="203.0.113.9", user_agent="Mozilla/5.0 (alice)"))
-    return Subscriber.objects.get(email="alice@example.com")
 
 
 def test_staff_find_a_subscriber_by_searching_the_address(admin_client, alice):

@@ -9,8 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from alerts.models import Subscriber
-from tests.conftest import wait_until
-from tests.helpers import link_in
+from tests.helpers import link_in, wait_until
 
 pytestmark = [pytest.mark.worker]
 

@@ -12,11 +12,6 @@ from alerts.sending.anymail_batch import BatchMessage, backend_class
 MAILGUN = "anymail.backends.mailgun.EmailBackend"
 
 
-@pytest.fixture
-def mailgun_settings(settings):
-    settings.ANYMAIL = {**settings.ANYMAIL, "MAILGUN_API_KEY": "key", "MAILGUN_SENDER_DOMAIN": "mg.example.com"}
-
-
 def payload_data(backend_cls, **message_fields):
     backend = backend_cls(fail_silently=False)
     message = BatchMessage(subject="Breaking", body="Read %recipient.t%", from_email="news@example.com",

@@ -5,7 +5,6 @@ address we stored, with no header a visitor could have injected."""
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 from django.core import mail
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 from alerts.common.addresses import normalize_email
 from alerts.models import Subscriber
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generous", "quiet_bad_requests")]
 
 ANSWERS = {200, 400, 415, 429}
 
@@ -58,22 +57,6 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
-
-
-@pytest.fixture(autouse=True)
-def generous(settings):
-    settings.SIGNUP_RATE_PER_IP = "100000/h"
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-
-
-@pytest.fixture(autouse=True)
-def quiet_bad_requests():
-    """Thousands of expected 400s would each log a warning; a 500 still logs an error."""
-    logger = logging.getLogger("django.request")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    yield
-    logger.setLevel(level)
 
 
 def start_example() -> None:

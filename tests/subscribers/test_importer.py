@@ -14,20 +14,14 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from alerts.common.addresses import email_hmac
-from alerts.models import ConsentEvent, Subscriber, Suppression, Topic
+from alerts.models import ConsentEvent, Subscriber, Suppression
 from alerts.subscribers.importer import CHUNK, import_subscribers
 from tests.factories import make_subscriber
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("topics")]
 
 HEADER = "email,consent_given_at,consent_source,consent_wording,consent_ip,topics,frequency\n"
 GOOD = 'alice@example.com,2024-05-01T09:30:00Z,Old provider signup form,"Get breaking news, free",203.0.113.9,politics;sport,daily\n'
-
-
-@pytest.fixture(autouse=True)
-def topics():
-    Topic.objects.create(name="Politics", slug="politics")
-    Topic.objects.create(name="Sport", slug="sport")
 
 
 def run_import(tmp_path, text: str | bytes, *args: str) -> list[str]:

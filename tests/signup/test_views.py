@@ -1,32 +1,18 @@
-"""The reader's signup form: what they see, what is stored, what is sent."""
+"""The signup pages, the newsroom's own and the embeddable one: what the reader sees,
+the confirmation they are sent, and confirming."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 import pytest
-from django.urls import reverse
 
 from alerts.common.addresses import email_hmac
-from alerts.models import ConsentEvent, Subscriber, Suppression, Wording
+from alerts.models import ConsentEvent, Subscriber, Suppression
 from tests.factories import make_subscriber
-from tests.helpers import assert_email_contains, link_in
+from tests.helpers import PARTNER, SIGNUP, assert_email_contains, link_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
-
-SIGNUP = "/"
-
-
-@pytest.fixture
-def post_signup(django_capture_on_commit_callbacks):
-    """POST the form as a reader would, running the after-commit email enqueue."""
-
-    def post(client, email="alice@example.com", **extra):
-        with django_capture_on_commit_callbacks(execute=True):
-            return client.post(SIGNUP, {"email": email, **extra}, REMOTE_ADDR="203.0.113.9",
-                               HTTP_USER_AGENT="Mozilla/5.0 (test)")
-
-    return post
 
 
 def test_the_signup_page_shows_the_newsroom_box(client):
@@ -75,26 +61,6 @@ def test_signing_up_thanks_the_reader_and_sends_a_neutral_confirmation(client, p
     assert message.subject == "Confirm your The Daily Courier breaking news emails"
     assert_email_contains(message, "/confirm/")
     assert "List-Unsubscribe" not in message.extra_headers
-
-
-def test_consent_is_recorded_with_wording_privacy_version_and_origin(client, post_signup):
-    post_signup(client, marketing="on")
-    events = list(ConsentEvent.objects.order_by("id"))
-    assert [(e.purpose, e.action, e.source) for e in events] == [
-        ("alerts", "requested", "web"), ("marketing", "given", "web"),
-    ]
-    marketing = events[1]
-    assert marketing.wording.kind == Wording.Kind.MARKETING
-    assert marketing.wording.text == (
-        "I would like to be emailed about offers, events and updates from The Daily Courier")
-    assert marketing.privacy_notice.version == "2026-01"
-    assert marketing.ip_address == "203.0.113.9"
-    assert marketing.user_agent == "Mozilla/5.0 (test)"
-
-
-def test_without_the_box_ticked_no_marketing_consent_is_recorded(client, post_signup):
-    post_signup(client)
-    assert not ConsentEvent.objects.filter(purpose="marketing").exists()
 
 
 def test_confirming_needs_a_post_and_records_the_confirmation(client, post_signup, mailoutbox):
@@ -170,20 +136,6 @@ def test_every_kind_of_address_gets_the_same_answer(client, post_signup, state):
         reference.content.decode().replace("someone-else@example.com", "X")
 
 
-def test_a_pending_address_is_not_mail_bombed(client, post_signup, mailoutbox):
-    for _ in range(5):
-        post_signup(client, email="victim@example.com")
-    assert len(mailoutbox) == 1
-    assert Subscriber.objects.count() == 1
-
-
-def test_a_suppressed_address_is_never_mailed_from_the_form(client, post_signup, mailoutbox):
-    Suppression.objects.create(email_hmac=email_hmac("bounced@example.com"), reason="bounced")
-    post_signup(client, email="bounced@example.com")
-    assert mailoutbox == []
-    assert not Subscriber.objects.exists()
-
-
 def test_the_honeypot_looks_like_success_but_stores_and_sends_nothing(client, post_signup, mailoutbox):
     response = post_signup(client, website="http://spam.example")
     assert "Thanks for signing up" in response.content.decode()
@@ -206,13 +158,6 @@ def test_the_form_needs_a_csrf_token(client):
     assert not Subscriber.objects.exists()
 
 
-def test_single_opt_in_confirms_at_once(client, post_signup, settings, mailoutbox):
-    settings.DOUBLE_OPT_IN = False
-    post_signup(client)
-    assert Subscriber.objects.get().status == Subscriber.Status.CONFIRMED
-    assert mailoutbox == []
-
-
 def test_a_mistyped_common_domain_gets_a_suggestion_without_blocking(client, post_signup):
     page = post_signup(client, email="alice@gmial.com").content.decode()
     assert "Thanks for signing up" in page
@@ -220,7 +165,59 @@ def test_a_mistyped_common_domain_gets_a_suggestion_without_blocking(client, pos
     assert Subscriber.objects.filter(email="alice@gmial.com").exists()
 
 
-def test_the_privacy_notice_page_shows_the_configured_text(client, settings):
-    settings.PRIVACY_NOTICE_TEXT = "We keep your address safe."
-    page = client.get(reverse("alerts:privacy")).content.decode()
-    assert "We keep your address safe." in page
+# --- The embeddable form, on another site's page --------------------------------------
+
+
+def test_the_embed_refuses_a_post_from_a_foreign_page(client, settings):
+    settings.EMBED_FRAME_ANCESTORS = [PARTNER]
+    response = client.post("/embed/", {"email": "alice@example.com"}, HTTP_ORIGIN=PARTNER)
+    assert response.status_code == 403
+    assert not Subscriber.objects.exists()
+
+
+def test_the_embed_refuses_a_post_with_no_origin_at_all(client):
+    assert client.post("/embed/", {"email": "alice@example.com"}).status_code == 403
+    assert not Subscriber.objects.exists()
+
+
+def test_the_embed_accepts_its_own_form_and_records_the_embed_source(client, mailoutbox, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/embed/", {"email": "alice@example.com"}, HTTP_ORIGIN="http://testserver")
+    assert response.status_code == 200
+    assert "Thanks for signing up to the breaking news emails" in response.content.decode()
+    assert ConsentEvent.objects.get().source == "embed"
+    assert len(mailoutbox) == 1
+
+
+def test_the_embed_may_be_framed_by_the_configured_sites_only(client, settings):
+    settings.EMBED_FRAME_ANCESTORS = [PARTNER, "https://partner.example.org"]
+    response = client.get("/embed/")
+    assert response.status_code == 200
+    assert response["Content-Security-Policy"] == \
+        f"frame-ancestors 'self' {PARTNER} https://partner.example.org"
+    assert "X-Frame-Options" not in response
+
+
+def test_the_embed_keeps_its_framing_policy_when_the_address_is_refused(client, settings):
+    settings.EMBED_FRAME_ANCESTORS = [PARTNER]
+    response = client.post("/embed/", {"email": "nope"}, HTTP_ORIGIN="http://testserver")
+    assert response.status_code == 400
+    assert "Please enter a valid email address" in response.content.decode()
+    assert PARTNER in response["Content-Security-Policy"]
+    assert "X-Frame-Options" not in response
+
+
+def test_the_embed_explains_the_rate_limit_inside_the_frame(client, settings):
+    settings.SIGNUP_RATE_PER_IP = "1/h"
+    settings.EMBED_FRAME_ANCESTORS = [PARTNER]
+    client.post("/embed/", {"email": "a@example.com"}, HTTP_ORIGIN="http://testserver")
+    response = client.post("/embed/", {"email": "b@example.com"}, HTTP_ORIGIN="http://testserver")
+    assert response.status_code == 429
+    assert "Please try again later" in response.content.decode()
+    # Otherwise the partner's page shows a blank, refused frame instead of the message.
+    assert "X-Frame-Options" not in response
+    assert PARTNER in response["Content-Security-Policy"]
+
+
+def test_the_normal_signup_page_cannot_be_framed(client):
+    assert client.get("/")["X-Frame-Options"] == "DENY"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -18,21 +17,8 @@ from tests.helpers import assert_email_contains
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def editor(client):
-    """Can write drafts, cannot publish."""
-    user = User.objects.create_user("writer", "writer@news.example.com", "pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__in=["add_alert", "change_alert", "view_alert"]))
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def publisher(editor):
-    editor.user_permissions.add(Permission.objects.get(codename="publish_alert"))
-    return editor
-
-
+# The demo alert. Kept here rather than in conftest.py: it stands in, for these tests
+# only, for the shared `alert` fixture (tests/conftest.py) that the fan-out tests use.
 @pytest.fixture
 def alert():
     demo.ensure_topics()

@@ -32,12 +32,6 @@ def subscribe_together(emails: list[str]) -> None:
             future.result()  # re-raises anything a thread hit
 
 
-@pytest.fixture
-def no_mail(settings):
-    # The confirmation task is not what is under test; keep it in-process.
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-
-
 @pytest.mark.parametrize("round_", range(3))
 def test_concurrent_signups_of_one_address_make_one_subscriber(transactional_db, no_mail, round_):
     subscribe_together(["race@example.com"] * THREADS)

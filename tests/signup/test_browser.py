@@ -3,62 +3,16 @@ against the live Django server with the real PostgreSQL and Redis."""
 
 from __future__ import annotations
 
-import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-
 import pytest
 
 from alerts.models import Subscriber
-from tests.conftest import require_service
-from tests.helpers import link_in
+from tests.helpers import PHONE, link_in
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-PHONE = {"width": 375, "height": 740}
 DESKTOP = {"width": 1280, "height": 800}
 INVALID = "Please enter a valid email address"
 THANKS = "Thanks for signing up to the breaking news emails"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_service(Path(CHROMIUM).exists(), "Chromium at /usr/bin/chromium")
-    # Playwright's sync API runs an asyncio loop in this thread, and Django refuses ORM
-    # calls from a thread with a running loop; our ORM calls here are plain sync code.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    from playwright.sync_api import sync_playwright
-
-    try:
-        with sync_playwright() as p:
-            chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def site(live_server, settings, transactional_db):
-    """The live server, sending confirmation mail in-process with links back to it."""
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.SITE_URL = live_server.url
-    return live_server
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport=PHONE)
-    yield context.new_page()
-    context.close()
 
 
 def posts_to(page, origin: str) -> list[str]:
@@ -142,37 +96,6 @@ def test_a_mistyped_domain_offers_a_one_click_fix(site, page):
     page.get_by_label("Email address").blur()
     page.get_by_role("button", name="carol@gmail.com").click()
     assert page.get_by_label("Email address").input_value() == "carol@gmail.com"
-
-
-class _HostPage(BaseHTTPRequestHandler):
-    """An article page on another site with our signup box embedded."""
-
-    html = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.end_headers()
-        self.wfile.write(self.html)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def host_page(site):
-    """Serve a page from 127.0.0.1 (another origin than the live server's localhost)
-    that embeds /embed/ in an iframe, as the newsroom's article pages would."""
-    handler = type("Handler", (_HostPage,), {"html": (
-        "<!doctype html><title>An article</title><h1>Storm hits the coast</h1>"
-        f'<iframe src="{site.url}/embed/" title="Sign up" width="600" height="420"></iframe>'
-    ).encode()})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_reader_signs_up_inside_the_embed_on_another_site(site, host_page, page, settings, mailoutbox):

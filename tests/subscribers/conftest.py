@@ -1,0 +1,24 @@
+"""Fixtures of the subscriber tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from alerts.common.consent import RequestMeta
+from alerts.models import Subscriber, Topic
+from alerts.signup.services import subscriber_subscribe
+
+
+@pytest.fixture
+def topics():
+    return [Topic.objects.create(name="Politics", slug="politics"),
+            Topic.objects.create(name="Sport", slug="sport")]
+
+
+@pytest.fixture
+def alice(settings) -> Subscriber:
+    """Alice signed up through the form, ticking the marketing box."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    subscriber_subscribe(email="alice@example.com", marketing=True, source="web",
+                         meta=RequestMeta(ip="203.0.113.9", user_agent="Mozilla/5.0 (alice)"))
+    return Subscriber.objects.get(email="alice@example.com")
