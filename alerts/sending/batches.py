@@ -209,7 +209,7 @@ def release_batch(batch: Batch, error: str) -> None:
 
 def failed_outcomes(subscriber_ids: Iterable[int], error: str) -> list[Outcome]:
     """One FAILED ledger row per subscriber, for a call the provider refused whole."""
-    return [Outcome(sid, Delivery.Status.FAILED, "", error[:400]) for sid in subscriber_ids]
+    return ledger.outcomes(subscriber_ids, Delivery.Status.FAILED, "", error[:400])
 
 
 def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
@@ -229,10 +229,10 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
             logger.warning("Batch %s: ledger rows already present; recording with a conflict check", batch.pk)
         else:
             return status
-    batch_message_id, results = _shared_message_id(results) if results else ("", results)
+    batch_message_id = _shared_message_id(results) if results else ""
     with transaction.atomic():
         if results:
-            _record(batch, results, now)
+            _record(batch, results, now, batch_message_id)
         if results is not None and batch.attempts == 1 and not owner.reserves_ledger:
             # First attempt: this call's results are all the batch's rows.
             sent = sum(1 for row in results if row.status not in NOT_SENT)
@@ -259,25 +259,21 @@ def record_partial(batch: Batch, results: list[Outcome]) -> None:
         _record(batch, results, timezone.now())
 
 
-def _record(batch: Batch, results: list[Outcome], now) -> None:
-    (ledger.record if ledger.on_postgresql() else ledger.record_portable)(batch, results, now)
+def _record(batch: Batch, results: list[Outcome], now, shared_id: str = "") -> None:
+    (ledger.record if ledger.on_postgresql() else ledger.record_portable)(batch, results, now, shared_id)
 
 
 def _close_first_attempt(batch: Batch, status: str, *, error: str, skipped: int,
                          results: list[Outcome], now) -> None:
     """close_batch for the common case, an alert batch's first attempt: one statement."""
-    batch_message_id, rows = _shared_message_id(results)
-    sent = sum(1 for row in rows if row.status not in NOT_SENT)
-    failed = sum(1 for row in rows if row.status == Delivery.Status.FAILED)
-    totals = Totals(status, sent, failed, max(skipped, 0), batch_message_id, error)
-    ledger.close_first_attempt(batch, totals, rows, now)
+    sent = sum(1 for row in results if row.status not in NOT_SENT)
+    failed = sum(1 for row in results if row.status == Delivery.Status.FAILED)
+    totals = Totals(status, sent, failed, max(skipped, 0), _shared_message_id(results), error)
+    ledger.close_first_attempt(batch, totals, results, now)
 
 
-def _shared_message_id(results: list[Outcome]) -> tuple[str, list[Outcome]]:
-    """One provider call gives all its recipients one message id (Mailgun): keep it
-    once, on the batch, and leave the rows' own column empty."""
+def _shared_message_id(results: list[Outcome]) -> str:
+    """The message id one provider call gave all its recipients (Mailgun), or "". It
+    is kept once, on the batch, and left off the rows."""
     ids = {row.message_id for row in results}
-    if len(ids) == 1 and len(results) > 1:
-        shared = ids.pop()
-        return shared, [row._replace(message_id="") for row in results]
-    return "", results
+    return ids.pop() if len(ids) == 1 and len(results) > 1 else ""

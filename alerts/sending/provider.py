@@ -22,7 +22,7 @@ from ..common.tokens import link_tokens
 from ..emails import RenderedAlert, personalise, personalised_copy, subscriber_links
 from ..models import Delivery
 from .anymail_batch import BatchMessage, backend_class
-from .ledger import Outcome
+from .ledger import Outcome, outcomes
 
 # Recipients per provider API call: each provider's documented batch limit. Anymail
 # never splits a list, so a batch is exactly one call. Plain SMTP sends one message per
@@ -134,7 +134,7 @@ def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *
     try:
         message.send()
     except AnymailRecipientsRefused as error:
-        return [Outcome(sid, Delivery.Status.FAILED, "", str(error)[:400]) for sid, _ in recipients]
+        return outcomes((sid for sid, _ in recipients), Delivery.Status.FAILED, "", str(error)[:400])
     except AnymailAPIError as error:
         _drop_connection(profile.backend_path)
         raise _classify(error) from error
@@ -166,7 +166,7 @@ def _statuses(message: BatchMessage, recipients) -> list[Outcome]:
         # One id and no refusals (Mailgun queues a whole call under one id): the same
         # row for everyone, without a lookup per recipient.
         sent, message_id = Delivery.Status.SENT, status.message_id
-        return [Outcome(subscriber_id, sent, message_id) for subscriber_id, _ in recipients]
+        return outcomes((subscriber_id for subscriber_id, _ in recipients), sent, message_id)
     per_recipient = status.recipients
     results = []
     for subscriber_id, email in recipients:
