@@ -9,5 +9,7 @@ class AlertsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the system checks and connects the provider tracking receiver.
-        from . import checks, tracking  # noqa: F401
+        # Registers the system checks, connects the provider tracking receiver, and
+        # registers every Celery task: services queue tasks by name, and only a worker
+        # runs Celery's own autodiscovery, so a web process would not know the names.
+        from . import checks, tasks, tracking  # noqa: F401
