@@ -212,6 +212,12 @@ class Alert(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     audience_size = models.PositiveIntegerField(default=0)
+    # The one walker cutting the audience: its task id, a lease it renews at every step,
+    # and a fence raised by every claim, so that a walker whose lease was taken over
+    # can no longer write (sending/batches.py, CutLease).
+    cut_by = models.CharField(max_length=64, blank=True)
+    cut_fence = models.PositiveIntegerField(default=0)
+    cut_lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -272,8 +278,26 @@ class Batch(models.Model):
     sent_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     skipped_count = models.PositiveIntegerField(default=0)
+    # Every claim adds one; it is also the claim's fence: closing writes only while the
+    # batch still carries the attempt number its claim returned.
     attempts = models.PositiveSmallIntegerField(default=0)
+    # The task holding the claim: its redelivered copy (Celery redelivers a task only
+    # when its worker died) takes the batch back at once instead of waiting out the lease.
+    claimed_by = models.CharField(max_length=64, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Claims that took the batch from a holder that died or hung; past a few, the
+    # batch is set aside (a dead letter) so that it cannot keep killing workers.
+    takeovers = models.PositiveSmallIntegerField(default=0)
+    # While the provider fails transiently: since when, and the earliest next try.
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Transient failures are retried until then (SEND_GIVE_UP_AFTER_SECONDS after
+    # the batch was cut, or after the editor's "Retry failed now").
+    give_up_at = models.DateTimeField(null=True, blank=True)
+    # Calls that timed out after the request was sent: the provider may have accepted
+    # them, so such a batch is sent again at most once.
+    timeouts_after_send = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
     # The provider's id for the batch's one API call (Mailgun gives every recipient of a

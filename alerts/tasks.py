@@ -34,19 +34,22 @@ def send_preferences_link(email_hmac: str) -> None:
     preferences_link_send(email_hmac=email_hmac)
 
 
-@shared_task(name="alerts.fan_out_alert", acks_late=True)
-def fan_out_alert(alert_id: int) -> None:
-    """Cut an alert into batches and queue them. Running twice, or again after dying
-    half-way, resumes where the batches end; the sweeper re-queues it if it was lost."""
-    fanout.alert_fan_out(alert_id=alert_id)
+@shared_task(name="alerts.fan_out_alert", bind=True, acks_late=True)
+def fan_out_alert(self, alert_id: int) -> None:
+    """Cut an alert into batches and queue them. One walker at a time: a second copy
+    finds the cut leased and stops; a copy redelivered after its worker died takes the
+    cut back at once and resumes where the batches end. The sweeper re-queues a cut
+    whose lease ran out."""
+    fanout.alert_fan_out(alert_id=alert_id, task_id=self.request.id or "")
 
 
 @shared_task(name="alerts.send_batch", bind=True, acks_late=True, max_retries=None)
 def send_batch(self, batch_id: int) -> None:
     """Send one batch in one provider call. Safe to re-run: a claimed or sent batch is
-    not sent again. Retries are bounded by the batch's attempt counter in the database."""
+    not sent again; a copy redelivered after its worker died takes the batch back at
+    once. Transient failures retry with backoff until the batch's give-up time."""
     try:
-        fanout.batch_send(batch_id=batch_id)
+        fanout.batch_send(batch_id=batch_id, task_id=self.request.id or "")
     except RetryLater as later:
         raise self.retry(countdown=later.countdown) from later
 
@@ -54,7 +57,8 @@ def send_batch(self, batch_id: int) -> None:
 @shared_task(name="alerts.sweep_sends", acks_late=True)
 def sweep_sends() -> None:
     """Publish due scheduled alerts and re-queue sends that were committed but never
-    queued or whose worker died. Idempotent; run every few seconds by beat."""
+    queued or whose worker died. Idempotent, and one at a time (a second sweep while
+    one runs returns at once); run every few seconds by beat on its own queue."""
     sweeper.sweep()
 
 
@@ -69,7 +73,7 @@ def send_digests() -> None:
 def send_digest_batch(self, batch_id: int) -> None:
     """Send one batch of digests. Safe to re-run: only still-reserved rows are sent."""
     try:
-        digest_send.digest_batch_send(batch_id=batch_id)
+        digest_send.digest_batch_send(batch_id=batch_id, task_id=self.request.id or "")
     except RetryLater as later:
         raise self.retry(countdown=later.countdown) from later
 

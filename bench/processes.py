@@ -157,7 +157,7 @@ def start_workers(procs: Processes, args: argparse.Namespace, env: dict[str, str
     for index in range(args.workers):
         name = f"bench{index}-{os.getpid()}"
         cmd = [sys.executable, "-m", "celery", "-A", "config", "worker",
-               "-Q", "alerts,transactional,digests", "-P", "prefork",
+               "-Q", "alerts,transactional,digests,sweeps", "-P", "prefork",
                f"--concurrency={args.concurrency}", "--without-gossip", "--without-mingle",
                "--without-heartbeat", "--loglevel=WARNING", "-n", f"{name}@%h"]
         proc = procs.start(f"worker {name}", cmd, env, run_dir / f"worker{index}.log")

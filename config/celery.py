@@ -6,6 +6,8 @@ Three queues, so that a breaking alert never waits behind anything else:
   that consumes only this queue (``celery -A config worker -Q alerts``).
 - ``transactional``: confirmation and preference-link emails, small and urgent.
 - ``digests``: scheduled digests and housekeeping, which may take their time.
+- ``sweeps``: the recovery sweep, every few seconds, so that it never queues behind
+  the batches it is there to rescue.
 
 The Redis ``visibility_timeout`` (settings.CELERY_VISIBILITY_TIMEOUT, 15 minutes) is
 how long an unacknowledged task stays hidden before Redis hands it to another worker.
@@ -22,7 +24,7 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import task_prerun, worker_init
+from celery.signals import task_prerun, worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -34,13 +36,13 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # to the default exchange and key, and a message for one queue lands in all three.
 app.conf.task_queues = tuple(
     Queue(name, Exchange(name, type="direct"), routing_key=name)
-    for name in ("alerts", "transactional", "digests")
+    for name in ("alerts", "transactional", "digests", "sweeps")
 )
 app.conf.task_default_queue = "transactional"
 app.conf.task_routes = {
     "alerts.fan_out_alert": {"queue": "alerts"},
     "alerts.send_batch": {"queue": "alerts"},
-    "alerts.sweep_sends": {"queue": "alerts"},
+    "alerts.sweep_sends": {"queue": "sweeps"},
     "alerts.send_confirmation": {"queue": "transactional"},
     "alerts.send_preferences_link": {"queue": "transactional"},
     "alerts.send_digest_batch": {"queue": "digests"},
@@ -48,10 +50,15 @@ app.conf.task_routes = {
     "alerts.purge_unconfirmed": {"queue": "digests"},
     "alerts.purge_old_deliveries": {"queue": "digests"},
 }
+SWEEP_EVERY = 5.0  # seconds
 # One schedule for all periodic work. Every task here is idempotent, so a second beat
 # process or a doubled tick is harmless.
 app.conf.beat_schedule = {
-    "sweep-sends": {"task": "alerts.sweep_sends", "schedule": 10.0, "options": {"queue": "alerts"}},
+    # On a queue of its own, so that it never waits behind a million readers' batches,
+    # and expiring with its interval: a sweep that could not start in time is dropped,
+    # never run in a burst with the ones after it.
+    "sweep-sends": {"task": "alerts.sweep_sends", "schedule": SWEEP_EVERY,
+                    "options": {"queue": "sweeps", "expires": SWEEP_EVERY}},
     # Every minute, so each time zone's digest leaves within a minute of its hour.
     "send-digests": {"task": "alerts.send_digests", "schedule": 60.0, "options": {"queue": "digests"}},
     # Retention, daily and off-peak; both work in chunks and are safe to re-run.
@@ -90,3 +97,12 @@ def _preload(**kwargs) -> None:
         preload()
     except Exception:  # noqa: BLE001
         logging.getLogger(__name__).exception("Preloading before the pool forks failed; carrying on")
+
+
+@worker_process_init.connect
+def _keep_leases(**kwargs) -> None:
+    """In each worker process: renew the leases of the batches it sends from a
+    heartbeat thread, so that a live send is never taken over, however slow."""
+    from alerts.sending.batches import keeper
+
+    keeper.start()

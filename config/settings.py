@@ -225,12 +225,32 @@ if not (0 <= DIGEST_HOUR <= 23 and 0 <= DIGEST_WEEKDAY <= 6):
 # --- Fan-out ---------------------------------------------------------------------
 # Recipients per provider call; 0 means the provider's own limit (Mailgun 1,000).
 FANOUT_BATCH_SIZE: int = env.int("FANOUT_BATCH_SIZE", default=0)
-# How long a worker owns a batch it claimed. Longer than the slowest provider call
-# (ANYMAIL_REQUESTS_TIMEOUT) so a live send is never taken over; a dead worker's batch
-# is picked up again after it.
-BATCH_LEASE_SECONDS: int = env.int("BATCH_LEASE_SECONDS", default=120)
-# The sweeper re-queues fan-outs and batches left pending this long (lost messages).
-SWEEP_REQUEUE_AFTER_SECONDS: int = env.int("SWEEP_REQUEUE_AFTER_SECONDS", default=60)
+# How long a claim on a batch lasts without renewal. A live send renews it every
+# quarter of this (a heartbeat in the worker process, even during a slow provider
+# call), so a short lease never takes a batch from a live worker; a dead worker's
+# batch is taken over this long after its last heartbeat, or at once when Celery
+# redelivers the dead worker's task.
+BATCH_LEASE_SECONDS: int = env.int("BATCH_LEASE_SECONDS", default=20)
+# The same for the one walker cutting an alert's audience into batches.
+CUT_LEASE_SECONDS: int = env.int("CUT_LEASE_SECONDS", default=20)
+# The sweeper re-queues fan-outs and batches left pending this long (a message lost
+# with a broker restart, or with a worker killed before it started the task).
+SWEEP_REQUEUE_AFTER_SECONDS: int = env.int("SWEEP_REQUEUE_AFTER_SECONDS", default=15)
+# Transient provider failures (429, 5xx, timeouts, network) are retried with backoff
+# for this long after a batch was cut: an hour, because a provider outage of minutes
+# must not lose a breaking alert, and an alert still undelivered after an hour has
+# usually been overtaken by the news (the editor can still "Retry failed now").
+SEND_GIVE_UP_AFTER_SECONDS: int = env.int("SEND_GIVE_UP_AFTER_SECONDS", default=3600)
+# While the provider is failing, each batch backs off up to RETRY_MAX_DELAY_SECONDS,
+# and one batch per alert or digest run probes it every PROVIDER_PROBE_SECONDS; the
+# first probe that gets through wakes every waiting batch at once.
+RETRY_MAX_DELAY_SECONDS: int = env.int("RETRY_MAX_DELAY_SECONDS", default=300)
+PROVIDER_PROBE_SECONDS: int = env.int("PROVIDER_PROBE_SECONDS", default=10)
+# A batch taken over from dead holders this many times is set aside (a dead letter):
+# it is what kills them, and the rest of the alert must finish.
+DEAD_LETTER_AFTER_TAKEOVERS: int = env.int("DEAD_LETTER_AFTER_TAKEOVERS", default=3)
+if CUT_LEASE_SECONDS < 4 or BATCH_LEASE_SECONDS < 4:
+    raise ImproperlyConfigured("BATCH_LEASE_SECONDS and CUT_LEASE_SECONDS must be at least 4.")
 
 RATELIMIT_USE_CACHE = "default"
 # Behind a reverse proxy, the META key holding the client address

@@ -16,13 +16,13 @@ from ..emails import RenderedAlert, digest_rendering
 from ..models import Alert, Batch, Delivery, Subscriber, Suppression
 from ..sending import ledger
 from ..sending.batches import (
-    MAX_ATTEMPTS,
-    RetryLater,
+    BatchOwner,
     claim_batch,
     close_batch,
     failed_outcomes,
-    release_batch,
-    retry_delay,
+    retry_or_give_up,
+    set_aside_if_poison,
+    wake_waiting,
 )
 from ..sending.ledger import Outcome
 from ..sending.provider import PermanentSendError, TransientSendError, deliver_rendered
@@ -30,27 +30,32 @@ from .schedule import PERIOD, Period, digest_run_finish_if_done, period_of
 
 # Keyed by each alert's last edit too: an id alone can come back (SQLite reuses the id
 # of a deleted last row), and the cache lives as long as the worker.
+SEND_TASK = "alerts.send_digest_batch"
 _renderings: ProcessCache[RenderedAlert] = ProcessCache("digest renderings", size=200)
 
 
-def digest_batch_send(*, batch_id: int) -> str:
+def digest_batch_send(*, batch_id: int, task_id: str = "") -> str:
     """Send the reserved digests of one batch, then finish the run if it was the last.
     Safe to re-run: only rows still PENDING are sent, and the claim keeps two workers
     off one batch. Raises RetryLater on transient provider errors, after recording what
     was already sent."""
-    claim = claim_batch(batch_id)
+    claim = claim_batch(batch_id, task_id=task_id)
     if claim.batch is None:
         return claim.status
-    status = _send(claim.batch)
-    digest_run_finish_if_done(run_id=claim.batch.digest_run_id)
+    batch = claim.batch
+    status = _send(batch)
+    if status == Batch.Status.SENT and batch.waiting_since:
+        wake_waiting(BatchOwner.of(batch), SEND_TASK)  # the provider is back
+    digest_run_finish_if_done(run_id=batch.digest_run_id)
     return status
 
 
 def _send(batch: Batch) -> str:
     pending = Delivery.objects.of_batch(batch).filter(status=Delivery.Status.PENDING)
-    if batch.attempts > MAX_ATTEMPTS:
-        pending.update(status=Delivery.Status.FAILED, error="gave up after repeated provider errors")
-        return close_batch(batch, Batch.Status.FAILED, error=batch.last_error)
+    set_aside = set_aside_if_poison(batch)
+    if set_aside:
+        pending.update(status=Delivery.Status.FAILED, error="set aside: its send kept killing the worker")
+        return set_aside
     run = batch.digest_run
     period = period_of(run)
     rows = _eligible_rows(pending)
@@ -63,8 +68,9 @@ def _send(batch: Batch) -> str:
                 tag=f"{run.frequency}-digest", metadata={"digest": period.key})
         except TransientSendError as error:
             _sent(batch, error.partial_results, period)
-            release_batch(batch, str(error))
-            raise RetryLater(retry_delay(batch.attempts, error.retry_after), str(error)) from error
+            status = retry_or_give_up(batch, error)  # raises RetryLater until it gives up
+            pending.update(status=Delivery.Status.FAILED, error=str(error)[:400])
+            return status
         except PermanentSendError as error:
             results = failed_outcomes((sid for sid, _ in recipients), str(error))
         _sent(batch, results, period)

@@ -4,6 +4,7 @@ stopped and followed live; and the topics they are filed under."""
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -69,6 +70,7 @@ class AlertAdmin(admin.ModelAdmin):
             path("<int:pk>/publish/", wrap(self.publish_view), name="alerts_alert_publish"),
             path("<int:pk>/schedule/", wrap(self.schedule_view), name="alerts_alert_schedule"),
             path("<int:pk>/stop/", wrap(self.stop_view), name="alerts_alert_stop"),
+            path("<int:pk>/retry-failed/", wrap(self.retry_failed_view), name="alerts_alert_retry_failed"),
             path("<int:pk>/progress/", wrap(self.progress_view), name="alerts_alert_progress"),
             path("<int:pk>/progress.json", wrap(self.progress_json_view), name="alerts_alert_progress_json"),
         ] + super().get_urls()
@@ -140,6 +142,17 @@ class AlertAdmin(admin.ModelAdmin):
             messages.warning(request, "Sending stopped. Batches already with the provider still arrive.")
         return redirect("admin:alerts_alert_progress", alert.pk)
 
+    @method_decorator(require_POST)
+    def retry_failed_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        alert = self._alert(request, pk)
+        self._require_publisher(request)
+        queued = services.alert_retry_failed(alert_id=alert.pk)
+        if queued:
+            messages.success(request, f"{queued} failed batch(es) are being sent again.")
+        else:
+            messages.info(request, "No batch of this alert has failed.")
+        return redirect("admin:alerts_alert_progress", alert.pk)
+
     def progress_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         alert = self._alert(request, pk)
         lookup = request.GET.get("q", "").strip()
@@ -151,7 +164,8 @@ class AlertAdmin(admin.ModelAdmin):
                         .select_related("subscriber", "batch").first())
         return TemplateResponse(request, "admin/alerts/alert/progress.html", self._context(
             request, alert, f"Sending: {alert.headline}", progress=alert_progress(alert),
-            engagement=alert_engagement(alert), lookup=lookup, delivery=delivery))
+            engagement=alert_engagement(alert), lookup=lookup, delivery=delivery,
+            give_up_minutes=settings.SEND_GIVE_UP_AFTER_SECONDS // 60))
 
     def progress_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         alert = self._alert(request, pk)

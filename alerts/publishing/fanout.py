@@ -11,26 +11,30 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import timedelta
 
-from django.db.models import Max, Sum
+from django.conf import settings
+from django.db.models import F, Max, Q, QuerySet, Sum
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..common.cache import ProcessCache
+from ..common.queueing import enqueue
 from ..emails import RenderedAlert, alert_rendering
 from ..models import Alert, Batch
 from ..sending import ledger
 from ..sending.batches import (
-    MAX_ATTEMPTS,
     BatchOwner,
-    RetryLater,
     claim_batch,
     close_batch,
     create_batches,
     failed_outcomes,
     ranges_after,
     record_partial,
-    release_batch,
-    retry_delay,
+    retry_or_give_up,
+    set_aside_if_poison,
+    wake_waiting,
 )
 from ..sending.ledger import Outcome
 from ..sending.provider import PermanentSendError, TransientSendError, deliver_rendered, sending_profile
@@ -46,53 +50,113 @@ _alerts_cache: ProcessCache[Alert] = ProcessCache("published alerts", size=20)
 _render_cache: ProcessCache[RenderedAlert] = ProcessCache("alert renderings", size=20)
 
 
-def alert_fan_out(*, alert_id: int) -> int:
+class CutLost(Exception):
+    """Another walker has taken the cut over: this one must stop writing."""
+
+
+@dataclass(frozen=True)
+class CutLease:
+    """The one walker cutting an alert's audience: a lease on the alert row, renewed at
+    every step and fenced, so that a second walker (a re-queued or redelivered cut)
+    either waits for a live one or takes over from a dead one, and the loser can no
+    longer write batches whose ranges would overlap the winner's."""
+
+    alert_id: int
+    fence: int
+
+    @classmethod
+    def claim(cls, alert_id: int, task_id: str = "") -> CutLease | None:
+        """The cut, if no live walker holds it (or it is this very task, redelivered
+        because its worker died); None otherwise, or once the alert is fully cut."""
+        lease = timedelta(seconds=settings.CUT_LEASE_SECONDS)
+        free = Q(cut_lease_expires_at__isnull=True) | Q(cut_lease_expires_at__lt=Now())
+        if task_id:
+            free |= Q(cut_by=task_id)
+        taken = Alert.objects.filter(free, pk=alert_id, status=Alert.Status.SENDING,
+                                     fanned_out_at__isnull=True).update(
+            cut_by=task_id, cut_fence=F("cut_fence") + 1, cut_lease_expires_at=Now() + lease)
+        if not taken:
+            return None
+        return cls(alert_id, Alert.objects.filter(pk=alert_id).values_list("cut_fence", flat=True).get())
+
+    def _held(self) -> QuerySet[Alert]:
+        return Alert.objects.filter(pk=self.alert_id, cut_fence=self.fence)
+
+    def renew(self) -> None:
+        """Extend the lease; raise CutLost if another walker has taken the cut."""
+        lease = timedelta(seconds=settings.CUT_LEASE_SECONDS)
+        if not self._held().update(cut_lease_expires_at=Now() + lease):
+            raise CutLost(f"alert {self.alert_id}: the cut was taken over")
+
+    def finish(self, **fields) -> bool:
+        return bool(self._held().update(cut_lease_expires_at=None, **fields))
+
+
+def alert_fan_out(*, alert_id: int, task_id: str = "") -> int:
     """Cut the alert's audience into batches and enqueue one send task per batch.
 
-    Returns the number of batches cut by this run. Safe to run twice or to resume after
-    a crash: it continues after the highest range already cut, and a range cut twice
-    meets the unique (alert, first_subscriber_id) constraint and is ignored.
+    Returns the number of batches cut by this run. One walker at a time (CutLease); a
+    redelivered or re-queued cut resumes after the highest range already cut, first
+    queueing any batch that was committed but perhaps never queued, and a range cut
+    twice meets the unique (alert, first_subscriber_id) and is ignored.
     """
-    alert = Alert.objects.filter(pk=alert_id, status=Alert.Status.SENDING).first()
-    if alert is None or alert.fanned_out_at:
+    cut = CutLease.claim(alert_id, task_id)
+    if cut is None:
         return 0
+    alert = Alert.objects.get(pk=alert_id)
     size = sending_profile().batch_size
     start = alert.batches.aggregate(m=Max("last_subscriber_id"))["m"] or 0
+    if start:
+        _requeue_unstarted(alert_id)
     members = audience(alert).filter(pk__gt=start).order_by("pk").values_list("pk", flat=True)
     # The first batch is cut and queued before the rest of the audience is walked, so
     # the first hand-off does not wait for a million-row scan.
     first = list(members[:size])
-    cut = 0
-    if first:
-        owner = BatchOwner(alert_id=alert.pk)
-        cut += create_batches(owner, [(first[0], first[-1], len(first))], SEND_TASK)
-        rest = ranges_after(audience_before_suppression(alert), first[-1], size, join_suppressions=True)
-        cut += create_batches(owner, rest, SEND_TASK)
-    Alert.objects.filter(pk=alert_id).update(
-        fanned_out_at=timezone.now(), audience_size=_planned_total(alert_id)
-    )
-    logger.info("Alert %s: cut %d batches of up to %d", alert_id, cut, size)
+    count = 0
+    try:
+        if first:
+            owner = BatchOwner(alert_id=alert.pk)
+            count += create_batches(owner, [(first[0], first[-1], len(first))], SEND_TASK, keep=cut.renew)
+            rest = ranges_after(audience_before_suppression(alert), first[-1], size, join_suppressions=True)
+            count += create_batches(owner, rest, SEND_TASK, keep=cut.renew)
+    except CutLost:
+        logger.warning("Alert %s: the cut was taken over by another walker; this one stops", alert_id)
+        return count
+    cut.finish(fanned_out_at=timezone.now(), audience_size=_planned_total(alert_id))
+    logger.info("Alert %s: cut %d batches of up to %d", alert_id, count, size)
     alert_finish_if_done(alert_id=alert_id)
-    return cut
+    return count
+
+
+def _requeue_unstarted(alert_id: int) -> None:
+    """Queue again the batches an earlier walker committed but may never have queued
+    (it died between the commit and the queueing): a duplicate is harmless, since a
+    send claims its batch first."""
+    for batch_id in Batch.objects.filter(alert_id=alert_id, status=Batch.Status.PENDING, attempts=0,
+                                         next_attempt_at__isnull=True).values_list("pk", flat=True):
+        enqueue(SEND_TASK, batch_id=batch_id)
 
 
 def _planned_total(alert_id: int) -> int:
     return Batch.objects.filter(alert_id=alert_id).aggregate(n=Sum("planned_count"))["n"] or 0
 
 
-def batch_send(*, batch_id: int) -> str:
+def batch_send(*, batch_id: int, task_id: str = "") -> str:
     """Send one batch in one provider call and record every recipient in the ledger.
 
     Returns the batch's resulting status. Safe to run twice: the claim lets one run
     through; a re-run after the batch was sent does nothing. Raises RetryLater for
-    transient provider errors (after releasing the claim) and when another worker holds
-    the batch's lease, so a redelivered task waits for the lease rather than vanishing.
+    transient provider errors (after handing the batch back) and while another worker
+    holds the batch's lease or the batch waits for its next attempt.
     """
-    claim = claim_batch(batch_id)
+    claim = claim_batch(batch_id, task_id=task_id)
     if claim.batch is None:
         return claim.status
-    status = _send(claim.batch)
-    alert_finish_if_done(alert_id=claim.batch.alert_id)
+    batch = claim.batch
+    status = _send(batch)
+    if status == Batch.Status.SENT and batch.waiting_since:
+        wake_waiting(BatchOwner.of(batch), SEND_TASK)  # the provider is back
+    alert_finish_if_done(alert_id=batch.alert_id)
     return status
 
 
@@ -100,16 +164,15 @@ def _send(batch: Batch) -> str:
     alert = _published_alert(batch)
     if batch.alert_status == Alert.Status.CANCELLED:
         return close_batch(batch, Batch.Status.CANCELLED)
-    if batch.attempts > MAX_ATTEMPTS:
-        return close_batch(batch, Batch.Status.FAILED,
-                           error=f"Gave up after {MAX_ATTEMPTS} attempts: {batch.last_error}")
+    set_aside = set_aside_if_poison(batch)
+    if set_aside:
+        return set_aside
     readers = recipients(batch, alert)
     try:
         results = deliver(alert, readers)
     except TransientSendError as error:
         record_partial(batch, error.partial_results)
-        release_batch(batch, str(error))
-        raise RetryLater(retry_delay(batch.attempts, error.retry_after), str(error)) from error
+        return retry_or_give_up(batch, error, subscriber_ids=[sid for sid, _ in readers])
     except PermanentSendError as error:
         failed = failed_outcomes((sid for sid, _ in readers), str(error))
         return close_batch(batch, Batch.Status.FAILED, error=str(error), results=failed)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
 from ..models import Alert, Batch, Delivery
+from ..sending.batches import SET_ASIDE
 
 S = Delivery.Status
 
@@ -39,9 +40,25 @@ class Progress:
     eta_s: float | None
     first_handoff_s: float | None
     last_handoff_s: float | None
+    # While the provider fails: since when the first waiting batch has waited, and
+    # when the next try is due (None when nothing waits).
+    waiting_since: datetime | None = None
+    next_attempt_at: datetime | None = None
+    batches_set_aside: int = 0  # dead letters: batches that kept killing their worker
+    maybe_twice: int = 0  # readers sent again after a call timed out once it was sent
+
+    @property
+    def waiting(self) -> str:
+        """"since 12:03:10 UTC, next try at 12:05:02 UTC" while the provider fails, else ""."""
+        if self.waiting_since is None:
+            return ""
+        text = f"since {self.waiting_since:%H:%M:%S} UTC"
+        if self.next_attempt_at is not None:
+            text += f", next try at {self.next_attempt_at:%H:%M:%S} UTC"
+        return text
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "waiting": self.waiting}
 
 
 def alert_progress(alert: Alert) -> Progress:
@@ -52,6 +69,10 @@ def alert_progress(alert: Alert) -> Progress:
         open=Count("pk", filter=Q(status__in=[Batch.Status.PENDING, Batch.Status.SENDING])),
         open_planned=Sum("planned_count", filter=Q(status__in=[Batch.Status.PENDING, Batch.Status.SENDING])),
         dead=Count("pk", filter=Q(status=Batch.Status.FAILED)),
+        set_aside=Count("pk", filter=Q(status=Batch.Status.FAILED, last_error__startswith=SET_ASIDE)),
+        waiting_from=Min("waiting_since", filter=Q(status=Batch.Status.PENDING)),
+        next_try=Min("next_attempt_at", filter=Q(status=Batch.Status.PENDING, waiting_since__isnull=False)),
+        resent=Sum("sent_count", filter=Q(timeouts_after_send__gt=0)),
     )
     sent, failed = totals["sent"] or 0, totals["failed"] or 0
     remaining = totals["open_planned"] or 0
@@ -64,6 +85,8 @@ def alert_progress(alert: Alert) -> Progress:
         rate_per_s=round(rate, 1), eta_s=round(remaining / rate, 1) if rate and remaining else None,
         first_handoff_s=_seconds(alert.published_at, alert.first_handoff_at),
         last_handoff_s=_seconds(alert.published_at, alert.last_handoff_at),
+        waiting_since=totals["waiting_from"], next_attempt_at=totals["next_try"],
+        batches_set_aside=totals["set_aside"], maybe_twice=totals["resent"] or 0,
     )
 
 

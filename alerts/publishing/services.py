@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..common.queueing import enqueue_on_commit
@@ -22,7 +24,7 @@ def alert_publish(*, alert_id: int, user=None) -> bool:
     with transaction.atomic():
         started = Alert.objects.filter(
             pk=alert_id, status__in=[Alert.Status.DRAFT, Alert.Status.SCHEDULED]
-        ).update(status=Alert.Status.SENDING, published_at=timezone.now(), published_by=user)
+        ).update(status=Alert.Status.SENDING, published_at=Now(), published_by=user)
         if started:
             enqueue_on_commit("alerts.fan_out_alert", alert_id=alert_id)
     if started:
@@ -51,6 +53,31 @@ def alert_stop(*, alert_id: int) -> bool:
         Batch.objects.filter(alert_id=alert_id, status=Batch.Status.PENDING).update(
             status=Batch.Status.CANCELLED)
     return bool(stopped)
+
+
+def alert_retry_failed(*, alert_id: int) -> int:
+    """"Retry failed now": give every failed batch of a sent or failed alert another
+    full SEND_GIVE_UP_AFTER_SECONDS, from now, and send it again. Readers already in
+    the ledger (a refused recipient, say) are not sent again. Returns how many batches
+    were queued; 0 if none had failed (safe to press twice)."""
+    window = timedelta(seconds=settings.SEND_GIVE_UP_AFTER_SECONDS)
+    with transaction.atomic():
+        alert = Alert.objects.select_for_update().filter(
+            pk=alert_id, status__in=[Alert.Status.SENDING, Alert.Status.SENT, Alert.Status.FAILED]).first()
+        if alert is None:
+            return 0
+        failed = Batch.objects.filter(alert_id=alert_id, status=Batch.Status.FAILED)
+        ids = list(failed.values_list("pk", flat=True))
+        if not ids:
+            return 0
+        Batch.objects.filter(pk__in=ids).update(
+            status=Batch.Status.PENDING, give_up_at=Now() + window, next_attempt_at=None, waiting_since=None,
+            takeovers=0, timeouts_after_send=0, lease_expires_at=None, claimed_by="")
+        Alert.objects.filter(pk=alert_id).update(status=Alert.Status.SENDING, finished_at=None)
+        for batch_id in ids:
+            enqueue_on_commit("alerts.send_batch", batch_id=batch_id)
+    logger.info("Alert %s: %d failed batches queued again", alert_id, len(ids))
+    return len(ids)
 
 
 def alert_send_test(*, alert_id: int, to: str) -> None:

@@ -7,8 +7,9 @@
 2. A send task `claim_batch`es its batch with a conditional update and a lease, so two
    workers never send one batch, and a dead worker's batch is taken over later.
 3. After the provider call, `close_batch` writes the whole batch to the ledger (one
-   Delivery row per recipient) and its outcome in one transaction; on a transient
-   failure, `release_batch` hands it back for a retry after `retry_delay`.
+   Delivery row per recipient) and its outcome in one transaction, fenced by the claim;
+   on a transient failure, `retry_or_give_up` hands it back for a retry with backoff,
+   until the batch's give-up time.
 
 The engine does not finish anything above the batch: it returns the batch's status,
 and its caller (`publishing.fanout` for an alert, `digests.send` for a digest run)
@@ -20,25 +21,29 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
 from django.db.models import F, QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from ..common.queueing import enqueue_on_commit
+from ..common.queueing import enqueue, enqueue_on_commit
 from ..models import Batch, Delivery, Subscriber
 from . import ledger
 from .ledger import NOT_SENT, Outcome, Totals
+from .provider import TransientSendError
 
 logger = logging.getLogger(__name__)
 
-# A batch that failed transiently this many times is marked failed for the editor.
-MAX_ATTEMPTS = 5
-MAX_RETRY_DELAY = 300  # seconds; under half the broker's visibility timeout
+# Written on the rows of a batch sent again after a call timed out once it was sent.
+MAYBE_TWICE = "sent again after a timeout: may have arrived twice"
+NOT_CONFIRMED = "not confirmed: the provider timed out twice after the request was sent"
 # Batches cut per database round trip: enough to keep workers busy while the walk goes
 # on, small enough that the first of them are queued within milliseconds.
 RANGES_PER_STEP = 50
@@ -137,10 +142,12 @@ def _walk(sql: str, params: tuple, start: int, size: int, join_suppressions: boo
 
 def create_batches(owner: BatchOwner, ranges: Iterable[tuple[int, int, int]], task_name: str,
                    chunk: int = RANGES_PER_STEP,
-                   prepare: Callable[[list[Batch]], None] | None = None) -> int:
+                   prepare: Callable[[list[Batch]], None] | None = None,
+                   keep: Callable[[], None] | None = None) -> int:
     """Write Batch rows for `ranges` under `owner` in chunks, queueing the task named
     `task_name` for each after its chunk commits. `prepare(batches)` runs inside the
-    chunk's transaction (digests reserve their ledger rows there). Returns how many
+    chunk's transaction (digests reserve their ledger rows there); `keep()` runs in it
+    first and raises to stop a walker that no longer holds the cut. Returns how many
     ranges were written; a range already cut meets the unique (owner, first id) and
     is left as it was."""
     created = 0
@@ -149,6 +156,8 @@ def create_batches(owner: BatchOwner, ranges: Iterable[tuple[int, int, int]], ta
     def flush() -> None:
         nonlocal created
         with transaction.atomic():
+            if keep is not None:
+                keep()
             Batch.objects.bulk_create(pending, ignore_conflicts=True)
             batches = list(Batch.objects.filter(
                 **owner.fields(), first_subscriber_id__in=[b.first_subscriber_id for b in pending],
@@ -172,37 +181,153 @@ def create_batches(owner: BatchOwner, ranges: Iterable[tuple[int, int, int]], ta
     return created
 
 
-# --- Claim and release -----------------------------------------------------------------
+# --- Claim, lease and release ---------------------------------------------------------
 
-def claim_batch(batch_id: int) -> Claim:
-    """Take the batch for this worker for BATCH_LEASE_SECONDS.
+def claim_batch(batch_id: int, *, task_id: str = "") -> Claim:
+    """Take the batch for this worker, leased for BATCH_LEASE_SECONDS and renewed by
+    the process's LeaseKeeper while the send runs. `task_id` is the Celery task's id:
+    its redelivered copy takes the batch back at once.
 
-    Raises RetryLater while another worker holds its lease, so that a redelivered task
-    waits for the lease rather than vanishing.
+    Raises RetryLater while another worker holds a live lease, or while the batch waits
+    for its next attempt, so that a message arriving early waits rather than vanishing.
     """
-    now = timezone.now()
     lease = timedelta(seconds=settings.BATCH_LEASE_SECONDS)
-    batch = ledger.claim(batch_id, lease=lease, now=now)
+    claim = ledger.claim if ledger.on_postgresql() else ledger.claim_portable
+    batch = claim(batch_id, lease=lease, task_id=task_id)
     if batch is not None:
+        if batch.takeovers:
+            logger.warning("Batch %s taken over from a worker that died or hung (%d so far)",
+                           batch.pk, batch.takeovers)
+        keeper.hold(batch)
         return Claim(batch, Batch.Status.SENDING)
-    row = Batch.objects.filter(pk=batch_id).values("status", "lease_expires_at").first()
+    row = Batch.objects.filter(pk=batch_id).values("status", "lease_expires_at", "next_attempt_at").first()
+    now = ledger.database_now()
     if row and row["status"] == Batch.Status.SENDING:
         wait = (row["lease_expires_at"] - now).total_seconds() + random.uniform(0.5, 2)
-        raise RetryLater(min(max(wait, 1), MAX_RETRY_DELAY), "batch leased by another worker")
+        raise RetryLater(_capped(wait), "batch leased by another worker")
+    if row and row["status"] == Batch.Status.PENDING and row["next_attempt_at"] and row["next_attempt_at"] > now:
+        raise RetryLater(_capped((row["next_attempt_at"] - now).total_seconds()), "waiting for its next attempt")
     return Claim(None, row["status"] if row else "missing")
+
+
+def _capped(seconds: float) -> float:
+    # Under half the broker's visibility timeout, which would otherwise redeliver the
+    # waiting message early and run it twice.
+    return min(max(seconds, 0.5), settings.RETRY_MAX_DELAY_SECONDS)
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> float:
     """Seconds before the next attempt: exponential backoff with jitter, which spreads
     a thundering herd of retries, and never sooner than the provider's Retry-After."""
-    backoff = min(2 ** attempts, 60) * random.uniform(0.5, 1.5)
-    return min(max(backoff, retry_after or 0), MAX_RETRY_DELAY)
+    backoff = min(2 ** attempts, settings.RETRY_MAX_DELAY_SECONDS) * random.uniform(0.5, 1.5)
+    return _capped(max(backoff, retry_after or 0))
 
 
-def release_batch(batch: Batch, error: str) -> None:
-    """Hand a claimed batch back for another attempt, keeping the error for the editor."""
-    Batch.objects.filter(pk=batch.pk, status=Batch.Status.SENDING).update(
-        status=Batch.Status.PENDING, lease_expires_at=None, last_error=error[:2000])
+class LeaseKeeper:
+    """Renews the leases of the batches this process holds, from a daemon thread,
+    every quarter lease: a live send keeps its batch however slow the provider, and a
+    dead process stops renewing, so its batch is taken over one lease later.
+
+    Only Celery worker processes start it (config/celery.py): elsewhere, in a shell or
+    a test calling the engine directly, a claim simply runs out its lease."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self._held: dict[int, int] = {}  # batch id -> the attempt number its claim fenced
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.enabled = True
+
+    def hold(self, batch: Batch) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self._held[batch.pk] = batch.attempts
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="batch-lease-keeper", daemon=True)
+            self._thread.start()
+
+    def drop(self, batch: Batch) -> None:
+        with self._lock:
+            self._held.pop(batch.pk, None)
+
+    def _run(self) -> None:
+        lease = timedelta(seconds=settings.BATCH_LEASE_SECONDS)
+        while True:
+            time.sleep(settings.BATCH_LEASE_SECONDS / 4)
+            with self._lock:
+                held = dict(self._held)
+            try:
+                ledger.renew(held, lease=lease)
+            except DatabaseError:
+                # The database is away: the lease may run out, and the batch then be
+                # taken over; the fenced close keeps that from writing twice.
+                logger.warning("Could not renew batch leases %s", sorted(held), exc_info=True)
+                close_old_connections()
+
+
+keeper = LeaseKeeper()
+
+
+def retry_or_give_up(batch: Batch, error: TransientSendError, *, subscriber_ids: list[int] | None = None) -> str:
+    """After a transient failure: hand the batch back for a retry with backoff and raise
+    RetryLater, until the batch's give-up time (SEND_GIVE_UP_AFTER_SECONDS after it was
+    cut, or after "Retry failed now"), when it is closed FAILED for the editor.
+
+    A call that timed out after it was sent may have been accepted: it is retried once;
+    if that times out too, the readers (`subscriber_ids`, for owners whose ledger rows
+    are written at close) are recorded as sent but not confirmed, never sent a third time.
+    """
+    now = ledger.database_now()
+    if error.maybe_sent and batch.timeouts_after_send >= 1:
+        rows = ledger.outcomes(subscriber_ids or [], Delivery.Status.SENT, "", NOT_CONFIRMED)
+        return close_batch(batch, Batch.Status.SENT if rows else Batch.Status.FAILED,
+                           error=f"{NOT_CONFIRMED}: {error}", results=rows or None)
+    deadline = batch.give_up_at or batch.created_at + timedelta(seconds=settings.SEND_GIVE_UP_AFTER_SECONDS)
+    if now >= deadline:
+        since = batch.waiting_since or now
+        logger.error("Batch %s: gave up at %s, the provider failing since %s: %s", batch.pk, deadline, since, error)
+        return close_batch(batch, Batch.Status.FAILED, error=(
+            f"Gave up at {deadline:%Y-%m-%d %H:%M:%S} UTC; the provider had been failing since"
+            f" {since:%H:%M:%S}: {error}"))
+    delay = retry_delay(batch.attempts, error.retry_after)
+    if not ledger.release(batch, error=str(error), delay=delay, timed_out=error.maybe_sent):
+        logger.warning("Batch %s was taken over while its call failed", batch.pk)
+    keeper.drop(batch)
+    raise RetryLater(delay, str(error))
+
+
+SET_ASIDE = "Set aside as a dead letter"
+
+
+def set_aside_if_poison(batch: Batch) -> str | None:
+    """Close a batch that keeps killing (or hanging) the workers that take it: after
+    DEAD_LETTER_AFTER_TAKEOVERS takeovers it is FAILED with the reason, logged at
+    ERROR for the operator and shown to the editor, and the rest of its alert or run
+    finishes. Its status if set aside, else None."""
+    if batch.takeovers < settings.DEAD_LETTER_AFTER_TAKEOVERS:
+        return None
+    logger.error("Batch %s (%s) set aside after %d takeovers: its send keeps killing or hanging the worker",
+                 batch.pk, BatchOwner.of(batch), batch.takeovers)
+    return close_batch(batch, Batch.Status.FAILED, error=(
+        f"{SET_ASIDE}: its worker died or hung {batch.takeovers} times while sending it."
+        f" Last error: {batch.last_error or 'none'}"))
+
+
+def wake_waiting(owner: BatchOwner, task_name: str) -> int:
+    """The provider is back (a batch that had been waiting got through): make every
+    batch of `owner` still waiting for its next attempt due now, and queue each. How
+    many were woken."""
+    waiting = Batch.objects.filter(**owner.fields(), status=Batch.Status.PENDING, next_attempt_at__isnull=False)
+    ids = list(waiting.values_list("pk", flat=True))
+    if ids:
+        Batch.objects.filter(pk__in=ids, status=Batch.Status.PENDING).update(next_attempt_at=Now())
+        for batch_id in ids:
+            enqueue(task_name, batch_id=batch_id)
+        logger.info("Provider back: woke %d waiting batches of %s", len(ids), owner)
+    return len(ids)
 
 
 # --- Close -----------------------------------------------------------------------------
@@ -222,6 +347,9 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
     """
     owner = BatchOwner.of(batch)
     now = timezone.now()
+    keeper.drop(batch)
+    if results and batch.timeouts_after_send and status == Batch.Status.SENT:
+        results = [row if row.error else row._replace(error=MAYBE_TWICE) for row in results]
     if results and batch.attempts == 1 and not owner.reserves_ledger and ledger.on_postgresql():
         try:
             _close_first_attempt(batch, status, error=error, skipped=skipped, results=results, now=now)
@@ -246,8 +374,14 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
                 # Rows written by earlier attempts are in `sent`; whoever is left out
                 # of the range was unsubscribed or suppressed since publication.
                 skipped = batch.planned_count - sent - failed
-        ledger.save_totals(batch, Totals(status, sent, failed, max(skipped, 0), batch_message_id, error), now)
-        if sent:
+        totals = Totals(status, sent, failed, max(skipped, 0), batch_message_id, error)
+        if not ledger.save_totals(batch, totals, now):
+            # Taken over meanwhile: the rows above are true (this call was made) and
+            # keep the new holder from sending them again; its outcome is the new
+            # holder's to write.
+            logger.warning("Batch %s was taken over before it closed; its outcome is left to the new holder",
+                           batch.pk)
+        elif sent:
             ledger.mark_handoff(owner.alert_id, now)
     return status
 

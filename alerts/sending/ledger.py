@@ -17,8 +17,9 @@ from typing import NamedTuple
 
 from django.db import connection as db
 from django.db import models, transaction
-from django.db.models import Count, F, Q
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import Case, Count, F, Q, When
+from django.db.models.functions import Coalesce, Greatest, Now
+from django.utils import timezone
 
 from ..models import Alert, Batch, Delivery, Subscriber, Suppression
 
@@ -126,38 +127,86 @@ def walk_step_portable(sql: str, params: tuple, start: int, size: int) -> Step:
 
 # --- The claim -------------------------------------------------------------------------
 
-def claim(batch_id: int, *, lease: timedelta, now: datetime) -> Batch | None:
-    """Take a pending batch, or one whose lease has run out, for `lease`; the claimed
-    Batch (with `alert_status` and `alert_updated_at` of its alert), or None.
+def database_now() -> datetime:
+    """The database's clock. Leases, claims, sweeps and due times all read this one
+    clock, so a worker whose own clock runs fast cannot steal a live batch."""
+    if not on_postgresql():
+        return timezone.now()
+    with db.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        return cursor.fetchone()[0]
+
+
+def claim(batch_id: int, *, lease: timedelta, task_id: str = "") -> Batch | None:
+    """Take the batch for `lease` (from the database's clock): a pending batch that is
+    due, one whose lease has run out, or one held by this very task (Celery redelivers
+    a task only when its worker died, so its claim is taken back at once). The claimed
+    Batch, with `alert_status` and `alert_updated_at` of its alert, or None.
+
+    Every claim adds one to `attempts`, the claim's fence; taking a batch that was
+    still SENDING adds one to `takeovers`.
 
     Raw because one conditional `UPDATE … RETURNING` is the claim, the batch and what
     the send needs to know of its alert now, in one round trip; the ORM's update()
     returns only a row count.
     """
     claimed = list(Batch.objects.raw(
-        f"UPDATE {BATCH} SET status = %s, attempts = attempts + 1, lease_expires_at = %s"
-        " WHERE id = %s AND (status = %s OR (status = %s AND lease_expires_at < %s))"
-        f" RETURNING *, (SELECT status FROM {ALERT} WHERE id = alert_id) AS alert_status,"
+        f"UPDATE {BATCH} SET status = %s, attempts = attempts + 1,"
+        " takeovers = takeovers + CASE WHEN status = %s THEN 1 ELSE 0 END,"
+        " claimed_by = %s, claimed_at = statement_timestamp(),"
+        " lease_expires_at = statement_timestamp() + %s * interval '1 second'"
+        " WHERE id = %s AND ("
+        "  (status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= statement_timestamp()))"
+        "  OR (status = %s AND (lease_expires_at < statement_timestamp() OR (claimed_by = %s AND %s <> '')))"
+        f") RETURNING *, (SELECT status FROM {ALERT} WHERE id = alert_id) AS alert_status,"
         f" (SELECT updated_at FROM {ALERT} WHERE id = alert_id) AS alert_updated_at",
-        [Batch.Status.SENDING, now + lease, batch_id, Batch.Status.PENDING, Batch.Status.SENDING, now],
+        [Batch.Status.SENDING, Batch.Status.SENDING, task_id, lease.total_seconds(), batch_id,
+         Batch.Status.PENDING, Batch.Status.SENDING, task_id, task_id],
     ))
     return claimed[0] if claimed else None
 
 
-def claim_portable(batch_id: int, *, lease: timedelta, now: datetime) -> Batch | None:
+def claim_portable(batch_id: int, *, lease: timedelta, task_id: str = "") -> Batch | None:
     """claim's twin, the ORM's reading of it: a conditional update, then reads (three
-    round trips). claim's SQL is portable, so SQLite runs it too; tests hold the two
-    to the same rows."""
-    taken = Batch.objects.filter(
-        Q(status=Batch.Status.PENDING) | Q(status=Batch.Status.SENDING, lease_expires_at__lt=now),
-        pk=batch_id,
-    ).update(status=Batch.Status.SENDING, attempts=F("attempts") + 1, lease_expires_at=now + lease)
+    round trips). SQLite runs it; tests hold the two to the same rows."""
+    now = Now()
+    pending_and_due = Q(status=Batch.Status.PENDING) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    lapsed = Q(status=Batch.Status.SENDING) & Q(lease_expires_at__lt=now)
+    redelivered = Q(status=Batch.Status.SENDING, claimed_by=task_id) if task_id else Q(pk__in=[])
+    taken = Batch.objects.filter(pending_and_due | lapsed | redelivered, pk=batch_id).update(
+        takeovers=Case(When(status=Batch.Status.SENDING, then=F("takeovers") + 1), default=F("takeovers"),
+                       output_field=models.PositiveSmallIntegerField()),
+        status=Batch.Status.SENDING, attempts=F("attempts") + 1, claimed_by=task_id, claimed_at=now,
+        lease_expires_at=now + lease,
+    )
     if not taken:
         return None
     batch = Batch.objects.get(pk=batch_id)
     alert = Alert.objects.filter(pk=batch.alert_id).values("status", "updated_at").first() or {}
     batch.alert_status, batch.alert_updated_at = alert.get("status"), alert.get("updated_at")
     return batch
+
+
+def renew(held: dict[int, int], *, lease: timedelta) -> int:
+    """Extend the leases of batches still held under their fences ({batch id: attempt
+    number}); how many were. A plain ORM update: it runs every few seconds, not per
+    reader."""
+    if not held:
+        return 0
+    fenced = Q(pk__in=[])
+    for batch_id, fence in held.items():
+        fenced |= Q(pk=batch_id, attempts=fence)
+    return Batch.objects.filter(fenced, status=Batch.Status.SENDING).update(lease_expires_at=Now() + lease)
+
+
+def release(batch: Batch, *, error: str, delay: float, timed_out: bool = False) -> bool:
+    """Hand a claimed batch back for a retry `delay` seconds from now, counting the
+    wait from its first failure; False if the claim was no longer this one's."""
+    return bool(Batch.objects.filter(pk=batch.pk, status=Batch.Status.SENDING, attempts=batch.attempts).update(
+        status=Batch.Status.PENDING, lease_expires_at=None, claimed_by="", last_error=error[:2000],
+        next_attempt_at=Now() + timedelta(seconds=delay), waiting_since=Coalesce("waiting_since", Now()),
+        timeouts_after_send=F("timeouts_after_send") + (1 if timed_out else 0),
+    ))
 
 
 # --- Recipients ------------------------------------------------------------------------
@@ -265,14 +314,15 @@ def close_first_attempt(batch: Batch, totals: Totals, rows: list[Outcome], now: 
         f"WITH ledger AS ({insert}), closed AS ("
         f"  UPDATE {BATCH} SET status = %s, sent_count = %s, failed_count = %s,"
         "  skipped_count = %s, sent_at = %s, lease_expires_at = NULL, message_id = %s,"
-        "  last_error = CASE WHEN %s = '' THEN last_error ELSE %s END WHERE id = %s"
+        "  last_error = CASE WHEN %s = '' THEN last_error ELSE %s END, claimed_by = '',"
+        "  waiting_since = NULL, next_attempt_at = NULL WHERE id = %s AND attempts = %s AND status = %s"
         f") UPDATE {ALERT} SET first_handoff_at = COALESCE(first_handoff_at, %s),"
         "  last_handoff_at = GREATEST(COALESCE(last_handoff_at, %s), %s) WHERE id = %s AND %s"
     )
     error = totals.error[:2000]
     params += [totals.status, totals.sent, totals.failed, totals.skipped,
                now if totals.status == Batch.Status.SENT else None, totals.message_id, error, error,
-               batch.pk, now, now, now, batch.alert_id, totals.sent > 0]
+               batch.pk, batch.attempts, Batch.Status.SENDING, now, now, now, batch.alert_id, totals.sent > 0]
     # Alone, the statement is its own transaction; inside one (a caller's atomic block)
     # it gets a savepoint, so that a failure leaves the outer transaction usable.
     with transaction.atomic() if db.in_atomic_block else nullcontext(), db.cursor() as cursor:
@@ -288,15 +338,17 @@ def close_first_attempt_portable(batch: Batch, totals: Totals, rows: list[Outcom
             mark_handoff(batch.alert_id, now)
 
 
-def save_totals(batch: Batch, totals: Totals, now: datetime) -> None:
+def save_totals(batch: Batch, totals: Totals, now: datetime) -> bool:
     """Write a batch's outcome and end its lease (an earlier error is kept unless a
-    new one replaces it)."""
-    Batch.objects.filter(pk=batch.pk).update(
+    new one replaces it). Fenced: only while the batch still carries the claim that
+    `batch` was taken with; False if another worker has taken it over since."""
+    return bool(Batch.objects.filter(pk=batch.pk, attempts=batch.attempts, status=Batch.Status.SENDING).update(
+        claimed_by="", waiting_since=None, next_attempt_at=None,
         status=totals.status, sent_count=totals.sent, failed_count=totals.failed,
         skipped_count=totals.skipped, sent_at=now if totals.status == Batch.Status.SENT else None,
         lease_expires_at=None, last_error=totals.error[:2000] if totals.error else F("last_error"),
         message_id=totals.message_id or F("message_id"),
-    )
+    ))
 
 
 def mark_handoff(alert_id: int | None, now: datetime) -> None:

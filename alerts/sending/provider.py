@@ -13,6 +13,7 @@ from __future__ import annotations
 import smtplib
 from dataclasses import dataclass
 
+import requests
 from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import get_connection
@@ -54,13 +55,17 @@ def sending_profile() -> SendingProfile:
 
 
 class TransientSendError(Exception):
-    """Worth retrying: rate limits, provider 5xx, timeouts, network errors."""
+    """Worth retrying: rate limits, provider 5xx, timeouts, network errors.
+
+    `maybe_sent` marks a call that timed out after the whole request had gone out:
+    the provider may have accepted it, so it is sent again at most once."""
 
     def __init__(self, message: str, *, retry_after: float | None = None,
-                 partial_results: list | None = None) -> None:
+                 partial_results: list | None = None, maybe_sent: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.partial_results = partial_results or []
+        self.maybe_sent = maybe_sent
 
 
 class PermanentSendError(Exception):
@@ -142,9 +147,14 @@ def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *
 
 
 def _classify(error: AnymailAPIError) -> Exception:
+    """Sort an API error: 429, 5xx and network errors are transient; any other 4xx is
+    the provider refusing the request itself, which a retry would not change."""
     status = getattr(error, "status_code", None)
     if status is None or status == 429 or status >= 500:
-        return TransientSendError(str(error)[:1000], retry_after=_retry_after(error))
+        # Anymail's error is also the requests exception it wraps: a read timeout
+        # means the request went out whole and only the answer is missing.
+        return TransientSendError(str(error)[:1000], retry_after=_retry_after(error),
+                                  maybe_sent=isinstance(error, requests.exceptions.ReadTimeout))
     return PermanentSendError(str(error)[:1000])
 
 

@@ -142,32 +142,38 @@ def test_an_empty_walk_step_agrees_with_its_twin(readers):
     assert step.starts == [] and step.found == 0
 
 
-@pytest.mark.parametrize("state", ["pending", "expired-lease", "live-lease", "sent"])
+@pytest.mark.parametrize("state", ["pending", "due", "waiting", "expired-lease", "live-lease",
+                                   "redelivered", "sent"])
 def test_claim_takes_the_same_batches_as_its_twin(batch, state):
     now = timezone.now()
-    if state == "pending":
-        Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.PENDING, attempts=0)
-    elif state == "expired-lease":
-        Batch.objects.filter(pk=batch.pk).update(lease_expires_at=now - timedelta(seconds=5))
-    elif state == "live-lease":
-        Batch.objects.filter(pk=batch.pk).update(lease_expires_at=now + timedelta(seconds=60))
-    else:
-        Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.SENT)
+    changes = {
+        "pending": {"status": Batch.Status.PENDING, "attempts": 0},
+        "due": {"status": Batch.Status.PENDING, "next_attempt_at": now - timedelta(seconds=1)},
+        "waiting": {"status": Batch.Status.PENDING, "next_attempt_at": now + timedelta(seconds=60)},
+        "expired-lease": {"lease_expires_at": now - timedelta(seconds=5), "claimed_by": "dead"},
+        "live-lease": {"lease_expires_at": now + timedelta(seconds=60), "claimed_by": "alive"},
+        "redelivered": {"lease_expires_at": now + timedelta(seconds=60), "claimed_by": "task-7"},
+        "sent": {"status": Batch.Status.SENT},
+    }[state]
+    Batch.objects.filter(pk=batch.pk).update(**changes)
 
     def outcome(claim):
         def run():
-            claimed = claim(batch.pk, lease=timedelta(seconds=30), now=now)
+            claimed = claim(batch.pk, lease=timedelta(seconds=30), task_id="task-7")
             if claimed is None:
                 return None
-            return (claimed.pk, claimed.status, claimed.attempts, claimed.lease_expires_at,
-                    claimed.alert_status, claimed.alert_updated_at)
+            lease_left = (claimed.lease_expires_at - timezone.now()).total_seconds()
+            return (claimed.pk, claimed.status, claimed.attempts, claimed.takeovers, claimed.claimed_by,
+                    25 < lease_left <= 30, claimed.alert_status, claimed.alert_updated_at)
         return run
 
     returned, rows = same_both_ways(outcome(ledger.claim), outcome(ledger.claim_portable))
-    claimable = state in ("pending", "expired-lease")
+    claimable = state in ("pending", "due", "expired-lease", "redelivered")
     assert (returned is not None) == claimable
     if claimable:
-        assert returned[1] == Batch.Status.SENDING and returned[4] == Alert.Status.SENDING
+        assert returned[1] == Batch.Status.SENDING and returned[4] == "task-7" and returned[5]
+        assert returned[3] == (1 if state in ("expired-lease", "redelivered") else 0)  # takeovers
+        assert returned[6] == Alert.Status.SENDING
 
 
 def test_the_recipients_of_a_range_are_the_unsuppressed_members_both_ways(readers):
