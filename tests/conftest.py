@@ -7,8 +7,6 @@ top-level module (test_tracking.py) stay in it."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import redis
 from django.conf import settings
@@ -16,7 +14,7 @@ from django.core.cache import cache
 
 from alerts.models import Alert, Topic
 from tests.fakes.mailgun import FakeMailgun
-from tests.helpers import Worker, require_service
+from tests.helpers import Worker, require_service, worker_env
 
 
 @pytest.fixture(autouse=True)
@@ -62,26 +60,6 @@ def mailgun(fake_mailgun, settings):
     return fake_mailgun
 
 
-def _worker_env(fake: FakeMailgun) -> dict[str, str]:
-    db = settings.DATABASES["default"]
-    env = dict(os.environ)
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "config.test_settings",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "EMAIL_BACKEND": "anymail.backends.mailgun.EmailBackend",
-        "MAILGUN_API_KEY": fake.api_key,
-        "MAILGUN_SENDER_DOMAIN": "mg.news.example.com",
-        "MAILGUN_API_URL": fake.api_url,
-        "PYTHONUNBUFFERED": "1",
-        # Small batches and short leases, so a few thousand subscribers make many
-        # batches and a dead worker's batch is taken over within seconds.
-        "FANOUT_BATCH_SIZE": "250",
-        "BATCH_LEASE_SECONDS": "4",
-        "SWEEP_REQUEUE_AFTER_SECONDS": "3",
-    })
-    return env
-
-
 @pytest.fixture
 def celery_worker_process(transactional_db, fake_mailgun, broker_redis, tmp_path):
     """Start a real worker on the real broker. Tests using it see committed data only,
@@ -89,7 +67,7 @@ def celery_worker_process(transactional_db, fake_mailgun, broker_redis, tmp_path
     an earlier test run is picked up."""
     broker_redis.flushdb()
     fake_mailgun.reset()
-    worker = Worker(_worker_env(fake_mailgun), tmp_path / "worker.log").start()
+    worker = Worker(worker_env(fake_mailgun), tmp_path / "worker.log").start()
     yield worker
     worker.stop()
 

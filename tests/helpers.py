@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import connection
 from django.urls import reverse
@@ -92,6 +93,28 @@ class Worker:
 
 
 # --- Email ----------------------------------------------------------------------------
+
+
+def worker_env(fake, **overrides: str) -> dict[str, str]:
+    """The environment of a test worker process, pointed at the fake Mailgun `fake`."""
+    db = settings.DATABASES["default"]
+    env = dict(os.environ)
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "config.test_settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "EMAIL_BACKEND": "anymail.backends.mailgun.EmailBackend",
+        "MAILGUN_API_KEY": fake.api_key,
+        "MAILGUN_SENDER_DOMAIN": "mg.news.example.com",
+        "MAILGUN_API_URL": fake.api_url,
+        "PYTHONUNBUFFERED": "1",
+        # Small batches and short leases, so a few thousand subscribers make many
+        # batches and a dead worker's batch is taken over within seconds.
+        "FANOUT_BATCH_SIZE": "250",
+        "BATCH_LEASE_SECONDS": "4",
+        "SWEEP_REQUEUE_AFTER_SECONDS": "3",
+    })
+    env.update(overrides)
+    return env
 
 
 def html_body(message: EmailMessage) -> str:

@@ -11,11 +11,11 @@ import pytest
 from django.utils import timezone
 
 from alerts.common.addresses import email_hmac
-from alerts.models import Alert, Delivery, Subscriber, Suppression, Topic
+from alerts.models import Alert, Batch, Delivery, Subscriber, Suppression, Topic
 from alerts.publishing.progress import alert_progress
 from alerts.publishing.services import alert_publish, alert_stop
 from alerts.tasks import sweep_sends
-from tests.helpers import Worker, wait_until
+from tests.helpers import Worker, wait_until, worker_env
 
 pytestmark = [pytest.mark.worker]
 
@@ -131,3 +131,57 @@ def test_a_worker_killed_mid_send_is_finished_by_another_without_a_human(celery_
     assert len(duplicated) <= 2 * 250
     assert max(counts.values()) <= 2
     assert alert.status == Alert.Status.SENT
+
+
+@pytest.fixture
+def worker_with(transactional_db, fake_mailgun, broker_redis, tmp_path):
+    """Start a real worker with these settings (on top of the test defaults)."""
+    started = []
+
+    def start(**env: str) -> Worker:
+        broker_redis.flushdb()
+        fake_mailgun.reset()
+        worker = Worker(worker_env(fake_mailgun, **env), tmp_path / f"worker-{len(started)}.log").start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def test_a_pool_process_killed_mid_send_has_its_batch_taken_back_at_once(worker_with, fake_mailgun):
+    # A lease of a minute: only the redelivered task taking its own claim back can
+    # finish the alert within seconds (and nothing here runs the sweeper).
+    worker = worker_with(BATCH_LEASE_SECONDS="60")
+    expected = seed(1500)
+    fake_mailgun.set_delay(0.5)
+    alert = new_alert()
+    alert_publish(alert_id=alert.pk)
+    wait_until(lambda: Batch.objects.filter(alert=alert, status=Batch.Status.SENDING).exists(),
+               message="no batch was being sent")
+    killed_at = time.monotonic()
+    for pid in worker.child_pids():
+        os.kill(pid, signal.SIGKILL)
+    fake_mailgun.set_delay(0)
+    alert = wait_for_finish(alert, timeout=40)
+    assert time.monotonic() - killed_at < 30  # not the 60 s lease
+    counts = fake_mailgun.recipient_counts()
+    assert set(counts) == expected and max(counts.values()) <= 2
+    assert len([n for n in counts.values() if n > 1]) <= 2 * 250  # at most the batches in flight
+    assert Batch.objects.filter(alert=alert, takeovers__gt=0).exists()
+
+
+def test_a_slow_provider_keeps_its_batches_the_lease_is_renewed_while_they_send(worker_with, fake_mailgun):
+    # Each call takes longer than the whole 4 s lease; the worker's heartbeat renews it,
+    # so the sweeper (run all along) never hands a live batch to another process.
+    worker_with(BATCH_LEASE_SECONDS="4")
+    expected = seed(250)  # one batch: the other pool process is free to take it over
+    fake_mailgun.set_delay(6)
+    alert = new_alert()
+    alert_publish(alert_id=alert.pk)
+    alert = wait_for_finish(alert, timeout=60, sweep=True)
+    counts = fake_mailgun.recipient_counts()
+    assert set(counts) == expected and max(counts.values()) == 1
+    assert fake_mailgun.stats()["calls"] == 1
+    assert not Batch.objects.filter(alert=alert, takeovers__gt=0).exists()
