@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from . import sweeper
+from .common.queueing import enqueue
 from .digests import schedule as digest_schedule
 from .digests import send as digest_send
 from .publishing import fanout
@@ -87,6 +88,10 @@ def purge_unconfirmed() -> int:
 
 @shared_task(name="alerts.purge_old_deliveries")
 def purge_old_deliveries() -> int:
-    """Delete delivery ledger rows past DELIVERY_RETENTION_DAYS. Safe to run twice or
-    to kill halfway, like purge_unconfirmed."""
-    return retention.purge_old_deliveries()
+    """Delete delivery ledger rows past DELIVERY_RETENTION_DAYS, for a bounded time;
+    if old rows remain (a backlog), queue the next run at once. Safe to run twice or to
+    kill halfway, like purge_unconfirmed."""
+    deleted = retention.purge_old_deliveries()
+    if retention.old_deliveries_remain():
+        enqueue("alerts.purge_old_deliveries")
+    return deleted

@@ -4,13 +4,14 @@ locks or loads a big table into memory. Every function is safe to re-run."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
-from ..models import Delivery, Subscriber, TrackingEvent
+from ..models import Batch, Delivery, Subscriber, TrackingEvent
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +40,54 @@ def purge_unconfirmed(*, now=None) -> int:
     return deleted
 
 
-def purge_old_deliveries(*, now=None) -> int:
+# A purge run stops after this long and leaves the rest to the run it queues next:
+# well inside the task's 300 s hard limit, so a backlog is caught up across runs
+# instead of being killed at the limit every night.
+PURGE_SECONDS = 120
+
+
+def purge_old_deliveries(*, now=None, seconds: float | None = None) -> int:
     """Delete delivery ledger rows, and provider events, older than
-    DELIVERY_RETENTION_DAYS. Returns the number of delivery rows deleted."""
+    DELIVERY_RETENTION_DAYS. Returns the number of delivery rows deleted; stops after
+    `seconds` (PURGE_SECONDS), and old_deliveries_remain() then says whether to go on.
+
+    Old rows are found through the BRIN index on sent_at, then deleted in chunks of
+    ids walked upwards (keyset), so no chunk scans again what an earlier one deleted."""
     cutoff = (now or timezone.now()) - timedelta(days=settings.DELIVERY_RETENTION_DAYS)
-    # Rows reserved for a digest but never sent have no sent_at: their batch dates them.
-    old = Q(sent_at__lt=cutoff) | Q(sent_at__isnull=True, batch__created_at__lt=cutoff)
-    deleted = _delete_in_chunks(Delivery.objects.filter(old))
+    stop = time.monotonic() + (PURGE_SECONDS if seconds is None else seconds)
+    deleted = _delete_sent_before(cutoff, stop) + _delete_reserved_before(cutoff, stop)
     events = _delete_in_chunks(TrackingEvent.objects.filter(occurred_at__lt=cutoff))
     logger.info("Purged %d deliveries and %d provider events older than %s", deleted, events, cutoff)
+    return deleted
+
+
+def old_deliveries_remain(*, now=None) -> bool:
+    cutoff = (now or timezone.now()) - timedelta(days=settings.DELIVERY_RETENTION_DAYS)
+    return Delivery.objects.filter(sent_at__lt=cutoff).exists() or _reserved_before(cutoff).exists()
+
+
+def _delete_sent_before(cutoff, stop: float) -> int:
+    old = Delivery.objects.filter(sent_at__lt=cutoff)
+    last_old = old.aggregate(m=Max("pk"))["m"]  # the old rows end here: ids rise with time
+    deleted, after = 0, 0
+    while last_old is not None and time.monotonic() < stop:
+        ids = list(old.filter(pk__gt=after, pk__lte=last_old).order_by("pk").values_list("pk", flat=True)[:CHUNK])
+        if not ids:
+            break
+        Delivery.objects.filter(pk__in=ids).delete()
+        deleted, after = deleted + len(ids), ids[-1]
+    return deleted
+
+
+def _reserved_before(cutoff) -> QuerySet[Delivery]:
+    # Rows reserved for a digest but never sent have no sent_at: their batch dates them.
+    return Delivery.objects.filter(sent_at__isnull=True, batch__created_at__lt=cutoff)
+
+
+def _delete_reserved_before(cutoff, stop: float) -> int:
+    deleted = 0
+    for batch in Batch.objects.filter(created_at__lt=cutoff).order_by("pk").iterator(chunk_size=500):
+        if time.monotonic() >= stop:
+            break
+        deleted += _delete_in_chunks(Delivery.objects.of_batch(batch).filter(sent_at__isnull=True))
     return deleted

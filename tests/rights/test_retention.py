@@ -82,3 +82,43 @@ def test_the_purge_tasks_have_stable_names_and_the_link_email_its_queue():
     assert {"alerts.purge_unconfirmed", "alerts.purge_old_deliveries",
             "alerts.send_preferences_link"} <= set(current_app.tasks)
     assert current_app.amqp.router.route({}, "alerts.send_preferences_link")["queue"].name == "transactional"
+
+
+def test_a_backlog_is_purged_in_bounded_runs_that_catch_up(settings, monkeypatch):
+    settings.DELIVERY_RETENTION_DAYS = 90
+    monkeypatch.setattr(retention, "CHUNK", 2)
+    alice = make_subscriber()
+    old = [make_delivery(alice, sent_at=days_ago(100 + n), headline=f"Old {n}") for n in range(5)]
+    recent = make_delivery(alice, sent_at=days_ago(1), headline="Recent")
+    assert retention.purge_old_deliveries(seconds=0) == 0  # out of time at once: nothing lost
+    assert retention.old_deliveries_remain()
+    assert retention.purge_old_deliveries() == len(old)
+    assert not retention.old_deliveries_remain()
+    assert list(Delivery.objects.values_list("pk", flat=True)) == [recent.pk]
+
+
+def test_the_purge_task_queues_its_next_run_while_a_backlog_remains(settings, monkeypatch):
+    settings.DELIVERY_RETENTION_DAYS = 90
+    alice = make_subscriber()
+    for n in range(3):
+        make_delivery(alice, sent_at=days_ago(100 + n), headline=f"Old {n}")
+    runs = []
+
+    def one_row_a_run(**kwargs):  # a run that runs out of time after one row
+        runs.append(1)
+        Delivery.objects.filter(sent_at__lt=days_ago(90)).order_by("pk").first().delete()
+        return 1
+
+    monkeypatch.setattr(retention, "purge_old_deliveries", one_row_a_run)
+    purge_old_deliveries.delay()
+    assert len(runs) == 3  # each run queued the next while old rows remained
+    assert not Delivery.objects.exists()
+
+
+def test_the_purge_finds_old_rows_through_an_index_on_send_time():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'delivery_sent_at_brin'")
+        (definition,) = cursor.fetchone()
+    assert "USING brin (sent_at)" in definition
