@@ -6,11 +6,13 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 
 from alerts import sweeper
 from alerts.dev import demo
 from alerts.models import Alert, Batch
+from alerts.publishing import fanout
 from tests.factories import make_subscriber
 from tests.helpers import assert_email_contains
 
@@ -99,8 +101,6 @@ def test_a_schedule_in_the_past_is_refused(client, publisher, alert):
 
 
 def test_progress_shows_live_totals_and_a_subscriber_lookup(client, publisher, alert, mailgun, settings):
-    from alerts.publishing import fanout
-
     make_subscriber("reader@example.com")
     Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SENDING, published_at=timezone.now())
     fanout.alert_fan_out(alert_id=alert.pk)
@@ -141,3 +141,47 @@ def test_progress_warns_when_complaints_pass_one_in_a_thousand(client, publisher
     page = client.get(f"/admin/alerts/alert/{alert.pk}/progress/").content.decode()
     assert "Spam complaints are above 0.1%" in page
     assert "20 per 10,000 delivered" in page
+
+
+def failed_send(alert, settings, mailgun):
+    """The alert went out while the provider was down: its batch waits."""
+    from alerts.sending.batches import RetryLater
+
+    make_subscriber("reader@example.com")
+    Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SENDING, published_at=timezone.now())
+    fanout.alert_fan_out(alert_id=alert.pk)
+    batch = Batch.objects.get(alert=alert)
+    mailgun.fail_next(1, status=503)
+    with pytest.raises(RetryLater):
+        fanout.batch_send(batch_id=batch.pk)
+    return batch
+
+
+def test_progress_says_since_when_the_provider_has_been_failing(client, publisher, alert, mailgun, settings):
+    failed_send(alert, settings, mailgun)
+    page = client.get(reverse("admin:alerts_alert_progress", args=[alert.pk])).content.decode()
+    assert "Waiting for the provider" in page and "since " in page and "next try at" in page
+    data = client.get(reverse("admin:alerts_alert_progress_json", args=[alert.pk])).json()
+    assert data["waiting"].startswith("since ") and data["batches_failed"] == 0
+
+
+def test_retry_failed_now_sends_a_given_up_batch_again(client, publisher, alert, mailgun, settings,
+                                                       django_capture_on_commit_callbacks):
+    batch = failed_send(alert, settings, mailgun)
+    Batch.objects.filter(pk=batch.pk).update(give_up_at=timezone.now() - timedelta(seconds=1),
+                                             next_attempt_at=timezone.now())
+    mailgun.fail_next(1, status=503)
+    assert fanout.batch_send(batch_id=batch.pk) == Batch.Status.FAILED
+    page = client.get(reverse("admin:alerts_alert_progress", args=[alert.pk])).content.decode()
+    assert "Retry failed now" in page
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("admin:alerts_alert_retry_failed", args=[alert.pk]))
+    assert response.status_code == 302
+    assert Alert.objects.get(pk=alert.pk).status == Alert.Status.SENT
+    assert mailgun.total_recipients == 1
+
+
+def test_retrying_failed_batches_needs_the_publish_permission(client, editor, alert):
+    response = client.post(reverse("admin:alerts_alert_retry_failed", args=[alert.pk]))
+    assert response.status_code == 403
