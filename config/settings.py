@@ -7,6 +7,7 @@ development mode explicitly with DEBUG=1.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -126,8 +127,34 @@ STORAGES = {
     },
 }
 
+# --- Proxies ---------------------------------------------------------------------
+def _trusted_proxies(value: str) -> int | list[str]:
+    """TRUSTED_PROXIES: how many reverse proxies stand in front of the app (e.g. 1 for
+    one load balancer), or their networks, comma-separated (10.0.0.0/8,fd00::/8).
+    0, the default, means none: REMOTE_ADDR is the reader and X-Forwarded-For and
+    X-Forwarded-Proto are ignored, since anyone can send them."""
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        return [str(ipaddress.ip_network(part.strip(), strict=False)) for part in value.split(",")]
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES must be a number of proxies or a list of networks, not {value!r}."
+        ) from None
+
+
+TRUSTED_PROXIES: int | list[str] = _trusted_proxies(env.str("TRUSTED_PROXIES", default="0"))
+if env.str("RATELIMIT_IP_META_KEY", default=""):
+    raise ImproperlyConfigured(
+        "RATELIMIT_IP_META_KEY is replaced by TRUSTED_PROXIES (the number of proxies in front, "
+        "or their networks), which the rate limits and the consent records both follow."
+    )
+
 # --- Security: on by default, relaxed only by DEBUG -------------------------------
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Only a proxy of ours may tell us the reader's connection was https; without one the
+# header is the client's own word.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXIES else None
 SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # Load balancers probe the health endpoint over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
@@ -233,9 +260,8 @@ BATCH_LEASE_SECONDS: int = env.int("BATCH_LEASE_SECONDS", default=120)
 SWEEP_REQUEUE_AFTER_SECONDS: int = env.int("SWEEP_REQUEUE_AFTER_SECONDS", default=60)
 
 RATELIMIT_USE_CACHE = "default"
-# Behind a reverse proxy, the META key holding the client address
-# (e.g. HTTP_X_FORWARDED_FOR, whose first entry is used); unset means REMOTE_ADDR.
-RATELIMIT_IP_META_KEY: str | None = env.str("RATELIMIT_IP_META_KEY", default=None)
+# Every limit is keyed by alerts.common.network.ratelimit_key, which follows
+# TRUSTED_PROXIES; django-ratelimit's own "ip" key is never used.
 RATELIMIT_VIEW = "alerts.signup.views.rate_limited"
 
 # --- Celery ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 
 from ..models import ConsentEvent, Subscriber, Wording
 from . import wording
+from .network import client_address
 
 Source = ConsentEvent.Source
 Purpose = ConsentEvent.Purpose
@@ -42,16 +43,11 @@ class RequestMeta:
         return self.user_agent[:400]
 
 
-def client_ip(request: HttpRequest) -> str | None:
-    """The reader's IP. Behind a proxy set RATELIMIT_IP_META_KEY so this and the rate
-    limiter agree on where a request came from."""
-    key = settings.RATELIMIT_IP_META_KEY or "REMOTE_ADDR"
-    value = request.META.get(key, "")
-    return value.split(",")[0].strip() or None
-
-
 def request_meta(request: HttpRequest) -> RequestMeta:
-    return RequestMeta(ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT", ""))
+    """Where the request came from: the client address as the trusted proxies saw it
+    (network.client_address, the same one the rate limits count), and the user agent."""
+    user_agent = request.META.get("HTTP_USER_AGENT", "")
+    return RequestMeta(ip=client_address(request), user_agent=user_agent if isinstance(user_agent, str) else "")
 
 
 def record_consent(

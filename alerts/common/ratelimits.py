@@ -1,14 +1,29 @@
-"""Per-address limits on the mail a form can make us send (list-bombing defence).
+"""Rate limits: per client on the forms anyone can post (answered 429), and per
+address on the mail a form can make us send (list-bombing defence).
 
-Checked where the mail is sent, never in the response, so they reveal nothing about
-whether an address is known. Counters live in the cache's Redis database, not the
-broker's.
+The per-address limits are checked where the mail is sent, never in the response, so
+they reveal nothing about whether an address is known. Counters live in the cache's
+Redis database, not the broker's.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.cache import cache
+from django_ratelimit.decorators import ratelimit
+
+from .network import ratelimit_key
+
+# The signup page, the embedded form and the JSON endpoint are one door with three
+# handles: they share this group, so a client has one budget across all three.
+SIGNUP = "stoppress.signup"
+
+
+def per_client_limit(group: str | None = None):
+    """SIGNUP_RATE_PER_IP POSTs per client (network.client_address) per `group`; the
+    view's own name when None. Past it, RATELIMIT_VIEW answers 429."""
+    return ratelimit(group=group, key=ratelimit_key, rate=lambda g, r: settings.SIGNUP_RATE_PER_IP,
+                     method="POST", block=True)
 
 DAY = 24 * 3600
 

@@ -15,10 +15,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
-from django_ratelimit.decorators import ratelimit
 
 from ..common.addresses import INVALID_MESSAGE, suggest_domain
 from ..common.consent import request_meta
+from ..common.ratelimits import SIGNUP, per_client_limit
 from ..models import ConsentEvent
 from . import services
 from .forms import SignupForm
@@ -53,7 +53,7 @@ def _thanks_context(form: SignupForm) -> dict:
 
 @never_cache
 @require_http_methods(["GET", "POST"])
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit(SIGNUP)
 def signup(request: HttpRequest) -> HttpResponse:
     return _signup_page(request, "alerts/signup.html", ConsentEvent.Source.WEB)
 
@@ -62,7 +62,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 @csrf_exempt  # the iframe's own origin check stands in for the cookie (see below)
 @xframe_options_exempt
 @require_http_methods(["GET", "POST"])
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit(SIGNUP)
 def embed(request: HttpRequest) -> HttpResponse:
     # Inside a third-party page our CSRF cookie is not sent (SameSite), so the embed
     # form is protected by checking the browser's Origin header is our own site.
@@ -96,7 +96,7 @@ def _signup_page(request: HttpRequest, template: str, source: str) -> HttpRespon
 
 @csrf_exempt
 @require_POST
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit(SIGNUP)
 def api_subscribe(request: HttpRequest) -> JsonResponse:
     """JSON signup for embedded forms: {"email", "marketing", "tz"}.
 
@@ -149,7 +149,7 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @require_POST
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit()
 def confirm_resend(request: HttpRequest, token: str) -> HttpResponse:
     """From an expired confirmation link: send a fresh one (cooldown applies)."""
     result = services.subscriber_confirm_token_owner(token=token)

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
-from django_ratelimit.decorators import ratelimit
 
 from ..common.consent import request_meta
+from ..common.ratelimits import per_client_limit
 from ..common.tokens import link_owner, unsubscribe_owner
 from ..models import ConsentEvent, Subscriber
 from . import services
@@ -65,7 +64,7 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_POST
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit()
 def unsubscribe_undo(request: HttpRequest, token: str) -> HttpResponse:
     """"Unsubscribed by mistake?": resubscribes at once within UNSUBSCRIBE_UNDO_HOURS
     of unsubscribing, otherwise emails a fresh confirmation (services.subscriber_resubscribe)."""
@@ -101,7 +100,7 @@ def preferences(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_http_methods(["GET", "POST"])
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit()
 def preferences_request(request: HttpRequest) -> HttpResponse:
     """Lost the email? Enter the address and we email a fresh link. The answer is the
     same for every well-formed address, subscribed or not."""
