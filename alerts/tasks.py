@@ -86,3 +86,35 @@ def purge_old_deliveries() -> int:
     """Delete delivery ledger rows past DELIVERY_RETENTION_DAYS. Safe to run twice or
     to kill halfway, like purge_unconfirmed."""
     return retention.purge_old_deliveries()
+
+
+# --- Added by the security review (issue 12). Imported where used, so that this
+# block merges cleanly with changes above it.
+
+
+@shared_task(name="alerts.process_consent_request", acks_late=True)
+def process_consent_request(request_id: int) -> None:
+    """Apply a recorded signup (or other consent request) and send its confirmation.
+    Running twice is harmless: the request is marked processed as it is applied, and
+    the per-address cooldown holds back a second email."""
+    from .signup.services import consent_request_process
+
+    consent_request_process(request_id=request_id)
+
+
+@shared_task(name="alerts.send_request_confirmation", acks_late=True)
+def send_request_confirmation(request_id: int) -> None:
+    """Send a waiting request's confirmation again (from an expired link). Running
+    twice is harmless: the cooldown lets one through."""
+    from .signup.services import request_confirmation_send
+
+    request_confirmation_send(request_id=request_id)
+
+
+@shared_task(name="alerts.send_data_link", acks_late=True)
+def send_data_link(subscriber_id: int, purpose: str) -> None:
+    """Email a single-use link to download ("export") or erase ("erase") one's data.
+    Running twice is harmless: the cooldown lets one through."""
+    from .rights.links import data_link_send
+
+    data_link_send(subscriber_id=subscriber_id, purpose=purpose)

@@ -225,7 +225,12 @@ PUBLICATION_TIME_ZONE: str = env.str("PUBLICATION_TIME_ZONE", default="Europe/Lo
 # --- Signup policy -----------------------------------------------------------------
 DOUBLE_OPT_IN: bool = env.bool("DOUBLE_OPT_IN", default=True)
 CONFIRM_TOKEN_MAX_AGE: int = env.int("CONFIRM_TOKEN_MAX_AGE", default=48 * 3600)
+# The unsubscribe and preference links in alerts and digests (unsubscribing never
+# expires); the single-use links to download or erase one's data, emailed on request.
 SUBSCRIBER_LINK_MAX_AGE: int = env.int("SUBSCRIBER_LINK_MAX_AGE", default=400 * 24 * 3600)
+DATA_LINK_MAX_AGE: int = env.int("DATA_LINK_MAX_AGE", default=3600)
+if not 60 <= DATA_LINK_MAX_AGE <= 3600:
+    raise ImproperlyConfigured("DATA_LINK_MAX_AGE must be between 60 and 3600 seconds.")
 EMAIL_CHECK_DELIVERABILITY: bool = env.bool("EMAIL_CHECK_DELIVERABILITY", default=False)
 # Per-address confirmation cooldown (REFERENCE: 1 per 10 minutes, 3 per 24 hours).
 CONFIRM_COOLDOWN_SECONDS: int = env.int("CONFIRM_COOLDOWN_SECONDS", default=600)

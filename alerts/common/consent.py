@@ -53,11 +53,14 @@ def request_meta(request: HttpRequest) -> RequestMeta:
 def record_consent(
     *, subscriber: Subscriber, purpose: str, action: str, source: str,
     meta: RequestMeta, note: str = "", wording_kind: str | None = None,
+    shown: Wording | None = None, privacy_notice: Wording | None = None,
 ) -> ConsentEvent:
     """Append one consent event with the wording and privacy notice now in force.
 
     `wording_kind` names the text the reader was shown when it differs from the
-    purpose's own signup wording (the preference centre shows its own)."""
+    purpose's own signup wording (the preference centre shows its own); `shown` and
+    `privacy_notice` give the exact texts instead, when they were kept from the moment
+    the reader asked (a ConsentRequest)."""
     kind = wording_kind or (
         Wording.Kind.MARKETING if purpose == Purpose.MARKETING else Wording.Kind.ALERTS
     )
@@ -66,8 +69,8 @@ def record_consent(
         purpose=purpose,
         action=action,
         source=source,
-        wording=wording.current(kind),
-        privacy_notice=wording.current(Wording.Kind.PRIVACY),
+        wording=shown or wording.current(kind),
+        privacy_notice=privacy_notice or wording.current(Wording.Kind.PRIVACY),
         ip_address=meta.stored_ip(),
         user_agent=meta.stored_user_agent(),
         note=note,

@@ -28,22 +28,33 @@ def per_client_limit(group: str | None = None):
 DAY = 24 * 3600
 
 
-def allow_confirmation_email(email_hmac: str) -> bool:
+def allow_confirmation_email(email_hmac: str, *, kind: str = "signup") -> bool:
     """True if one more confirmation may go to this address now (at most one per
-    CONFIRM_COOLDOWN_SECONDS and CONFIRM_DAILY_LIMIT per day); counts it if so."""
-    if not cache.add(f"confirm-cooldown:{email_hmac}", 1, timeout=settings.CONFIRM_COOLDOWN_SECONDS):
-        return False
-    day_key = f"confirm-day:{email_hmac}"
-    cache.add(day_key, 0, timeout=DAY)
-    return cache.incr(day_key) <= settings.CONFIRM_DAILY_LIMIT
+    CONFIRM_COOLDOWN_SECONDS and CONFIRM_DAILY_LIMIT per day); counts it if so.
+
+    Signups and marketing ticked in the preference centre count separately, so a
+    reader who confirms and then ticks the box at once is not held back."""
+    return _allow(f"confirm:{kind}", email_hmac, settings.CONFIRM_COOLDOWN_SECONDS,
+                  settings.CONFIRM_DAILY_LIMIT)
 
 
 def allow_preferences_email(email_hmac: str) -> bool:
     """True if one more preferences-link email may go to this address now (at most one
     per PREFERENCES_LINK_COOLDOWN_SECONDS and PREFERENCES_LINK_DAILY_LIMIT per day)."""
-    cooldown = settings.PREFERENCES_LINK_COOLDOWN_SECONDS
-    if not cache.add(f"prefs-cooldown:{email_hmac}", 1, timeout=cooldown):
+    return _allow("prefs", email_hmac, settings.PREFERENCES_LINK_COOLDOWN_SECONDS,
+                  settings.PREFERENCES_LINK_DAILY_LIMIT)
+
+
+def allow_data_link_email(email_hmac: str, purpose: str) -> bool:
+    """True if one more download or erasure link may go to this address now (the same
+    limits as preferences links, counted per purpose)."""
+    return _allow(f"data-{purpose}", email_hmac, settings.PREFERENCES_LINK_COOLDOWN_SECONDS,
+                  settings.PREFERENCES_LINK_DAILY_LIMIT)
+
+
+def _allow(kind: str, email_hmac: str, cooldown: int, daily_limit: int) -> bool:
+    if not cache.add(f"{kind}-cooldown:{email_hmac}", 1, timeout=cooldown):
         return False
-    day_key = f"prefs-day:{email_hmac}"
+    day_key = f"{kind}-day:{email_hmac}"
     cache.add(day_key, 0, timeout=DAY)
-    return cache.incr(day_key) <= settings.PREFERENCES_LINK_DAILY_LIMIT
+    return cache.incr(day_key) <= daily_limit

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from ..common.addresses import INVALID_MESSAGE, suggest_domain
 from ..common.consent import request_meta
 from ..common.ratelimits import SIGNUP, per_client_limit
+from ..emails import purposes_text
 from ..models import ConsentEvent
 from . import services
 from .forms import SignupForm
@@ -36,7 +37,7 @@ def handle_signup(request: HttpRequest, data, source: str) -> SignupForm:
     same path here, so the response says nothing about who is subscribed."""
     form = SignupForm(data)
     if form.is_valid() and not form.is_bot:
-        services.subscriber_subscribe(
+        services.signup_request(
             email=form.cleaned_data["email"],
             marketing=form.cleaned_data["marketing"],
             source=source,
@@ -141,18 +142,19 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
     """GET shows a Confirm button (mail scanners open links; they must not confirm);
     POST confirms."""
     if request.method == "GET":
-        return render(request, "alerts/confirm.html", {"token": token})
-    result = services.subscriber_confirm(token=token, meta=request_meta(request))
+        purposes = services.consent_request_purposes(token=token)
+        return render(request, "alerts/confirm.html", {"token": token, "purposes": purposes,
+                                                       "asked": purposes_text(purposes)})
+    result = services.consent_request_confirm(token=token, meta=request_meta(request))
     status = 400 if result.outcome == ConfirmOutcome.INVALID else 200
     return render(request, "alerts/confirmed.html",
-                  {"outcome": result.outcome.value, "token": token}, status=status)
+                  {"outcome": result.outcome.value, "token": token, "purposes": result.purposes,
+                   "asked": purposes_text(result.purposes)}, status=status)
 
 
 @require_POST
 @per_client_limit()
 def confirm_resend(request: HttpRequest, token: str) -> HttpResponse:
     """From an expired confirmation link: send a fresh one (cooldown applies)."""
-    result = services.subscriber_confirm_token_owner(token=token)
-    if result is not None:
-        services.subscriber_resend_confirmation(subscriber_id=result)
+    services.consent_request_resend(token=token)
     return render(request, "alerts/confirmed.html", {"outcome": "resent"})

@@ -19,8 +19,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from ..common.consent import request_meta
 from ..common.ratelimits import per_client_limit
-from ..common.tokens import link_owner, unsubscribe_owner
-from ..models import ConsentEvent, Subscriber
+from ..common.tokens import link_tokens, subscriber_for, unsubscribe_owner
+from ..models import ConsentEvent
 from . import services
 from .forms import PreferencesForm, PreferencesRequestForm
 
@@ -58,8 +58,10 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     source = Source.ONE_CLICK if _via_one_click(request) else Source.EMAIL_LINK
     services.subscriber_unsubscribe(subscriber_id=subscriber_id, source=source,
                                     meta=request_meta(request))
-    known = Subscriber.objects.filter(pk=subscriber_id).exists()
-    return render(request, "alerts/unsubscribed.html", {"token": token, "can_undo": known})
+    # Undo needs a current link: an old or revoked one only ever unsubscribes.
+    can_undo = subscriber_for(link_tokens, token) is not None
+    return render(request, "alerts/unsubscribed.html", {"token": token, "can_undo": can_undo})
+
 
 
 @never_cache
@@ -68,10 +70,10 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
 def unsubscribe_undo(request: HttpRequest, token: str) -> HttpResponse:
     """"Unsubscribed by mistake?": resubscribes at once within UNSUBSCRIBE_UNDO_HOURS
     of unsubscribing, otherwise emails a fresh confirmation (services.subscriber_resubscribe)."""
-    subscriber_id = link_owner(token)
-    if subscriber_id is None:
+    subscriber = subscriber_for(link_tokens, token)
+    if subscriber is None:
         return _invalid_link(request)
-    outcome = services.subscriber_resubscribe(subscriber_id=subscriber_id, source=Source.EMAIL_LINK,
+    outcome = services.subscriber_resubscribe(subscriber_id=subscriber.pk, source=Source.EMAIL_LINK,
                                               meta=request_meta(request))
     return render(request, "alerts/resubscribed.html", {"outcome": outcome.value, "token": token})
 
@@ -80,8 +82,7 @@ def unsubscribe_undo(request: HttpRequest, token: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def preferences(request: HttpRequest, token: str) -> HttpResponse:
     """The preference centre: alerts on or off, topics, frequency, marketing, time zone."""
-    subscriber_id = link_owner(token)
-    subscriber = Subscriber.objects.filter(pk=subscriber_id).first() if subscriber_id else None
+    subscriber = subscriber_for(link_tokens, token)
     if subscriber is None:
         return _invalid_link(request)
     context = {"token": token, "subscriber": subscriber}

@@ -9,7 +9,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 
-from alerts.common.tokens import link_tokens
+from alerts.common.tokens import data_tokens
 from alerts.models import Batch, ConsentEvent, Delivery, Subscriber, Suppression
 from alerts.subscribers.importer import import_subscribers
 from tests.factories import make_delivery, make_subscriber
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 
 def erase_url(subscriber: Subscriber) -> str:
-    return reverse("alerts:erase", args=[link_tokens.make_token(subscriber.pk)])
+    return reverse("alerts:erase", args=[data_tokens["erase"].make_token(subscriber.pk)])
 
 
 def test_the_erase_page_asks_first_and_changes_nothing(client, erin):
