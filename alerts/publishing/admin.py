@@ -48,6 +48,11 @@ class AlertAdmin(admin.ModelAdmin):
         # Once an alert has left, what subscribers received must stay as it was.
         if obj is not None and obj.status not in (Alert.Status.DRAFT, Alert.Status.SCHEDULED):
             return False
+        # A scheduled alert is one a publisher approved: the sweeper will send whatever
+        # it then says, so changing it takes the publish permission too.
+        if obj is not None and obj.status == Alert.Status.SCHEDULED and \
+                not request.user.has_perm("alerts.publish_alert"):
+            return False
         return super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -58,7 +63,16 @@ class AlertAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Alert, form, change: bool) -> None:
         if not change:
             obj.author = request.user
-        super().save_model(request, obj, form, change)
+            super().save_model(request, obj, form, change)
+            return
+        # The form was loaded before now: the alert may have been scheduled, or sent,
+        # since. The service decides on the row as it is.
+        outcome = services.alert_save_edit(alert=obj, user=request.user)
+        if outcome == services.EditOutcome.REFUSED:
+            raise PermissionDenied("This alert has been sent meanwhile and can no longer change.")
+        if outcome == services.EditOutcome.RETURNED_TO_DRAFT:
+            messages.warning(request, "The alert was scheduled; your change has returned it to draft. "
+                                      "Someone with the publish permission needs to schedule it again.")
 
     def get_urls(self):
         wrap = self.admin_site.admin_view
