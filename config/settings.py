@@ -324,6 +324,9 @@ TRACKING_WEBHOOKS_ENABLED: bool = env.bool("TRACKING_WEBHOOKS_ENABLED", default=
 TRACKING_WEBHOOK_ESPS: list[str] = [
     name.lower() for name in env.list("TRACKING_WEBHOOK_ESPS", default=["mailgun"])
 ]
+# Signed provider webhooks (Mailgun, Resend) are refused when their timestamp is further
+# than this from now, or their one-time token was seen before (alerts/webhooks.py).
+WEBHOOK_MAX_AGE_SECONDS: int = env.int("WEBHOOK_MAX_AGE_SECONDS", default=900)
 # Soft bounces (temporary failures) suppress an address only after this many distinct
 # messages within the window, counted since its last successful delivery.
 SOFT_BOUNCE_LIMIT: int = env.int("SOFT_BOUNCE_LIMIT", default=3)

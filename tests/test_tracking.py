@@ -230,9 +230,9 @@ def test_a_signed_mailgun_bounce_webhook_suppresses_the_address(client, alice):
     assert delivery.status == Delivery.Status.BOUNCED
 
 
-def test_a_replayed_mailgun_webhook_applies_once(client, alice):
+def test_a_replayed_mailgun_webhook_is_refused_and_applies_once(client, alice):
     body = mailgun_body({**hard_bounce_data(), "event": "failed", "severity": "temporary"})
-    assert [post_webhook(client, body).status_code for _ in range(2)] == [200, 200]
+    assert [post_webhook(client, body).status_code for _ in range(2)] == [200, 400]
     assert TrackingEvent.objects.count() == 1
 
 
