@@ -23,6 +23,10 @@ from . import services
 from .audience import audience_count
 from .progress import alert_engagement, alert_progress
 
+# Email HTML carries inline styles (as email must) and remote images; nothing else.
+PREVIEW_POLICY = ("sandbox; default-src 'none'; img-src https: data:; style-src 'unsafe-inline'; "
+                  "font-src https: data:; frame-ancestors 'self'; form-action 'none'; base-uri 'none'")
+
 
 @admin.register(Topic)
 class TopicAdmin(admin.ModelAdmin):
@@ -109,9 +113,15 @@ class AlertAdmin(admin.ModelAdmin):
 
     @method_decorator(xframe_options_sameorigin)
     def preview_html_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The email's HTML, for the preview page's iframes. It is the editors' text
+        and the image they linked, shown on the admin's origin: so it is sandboxed
+        (an opaque origin, no scripts, no forms, even when opened directly) and may
+        load nothing but images and its own inline styles."""
         alert = self._alert(request, pk)
         message = alert_message(alert, to="preview@example.com", token=link_tokens.make_token(0))
-        return HttpResponse(message.alternatives[0][0])
+        response = HttpResponse(message.alternatives[0][0])
+        response["Content-Security-Policy"] = PREVIEW_POLICY
+        return response
 
     @method_decorator(require_POST)
     def send_test_view(self, request: HttpRequest, pk: int) -> HttpResponse:
