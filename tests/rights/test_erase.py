@@ -87,3 +87,14 @@ def test_after_erasure_an_import_is_refused_and_a_signup_needs_a_fresh_opt_in(
         client.post("/", {"email": EMAIL})
     assert Subscriber.objects.get().status == Subscriber.Status.PENDING
     assert [m.to for m in mailoutbox] == [[EMAIL]]
+
+
+def test_erasure_also_removes_signup_requests_still_waiting_for_a_worker(client, erin):
+    from alerts.common.consent import RequestMeta
+    from alerts.models import ConsentRequest
+    from alerts.signup.services import signup_request
+
+    signup_request(email=EMAIL, marketing=True, source="web", meta=RequestMeta(ip="203.0.113.9"))
+    client.post(erase_url(erin))
+    assert not ConsentRequest.objects.exists()
+    assert tables_containing(EMAIL) == []

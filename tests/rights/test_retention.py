@@ -82,3 +82,15 @@ def test_the_purge_tasks_have_stable_names_and_the_link_email_its_queue():
     assert {"alerts.purge_unconfirmed", "alerts.purge_old_deliveries",
             "alerts.send_preferences_link"} <= set(current_app.tasks)
     assert current_app.amqp.router.route({}, "alerts.send_preferences_link")["queue"].name == "transactional"
+
+
+def test_consent_requests_are_purged_with_the_unconfirmed_signups(settings):
+    from alerts.models import ConsentRequest
+    from alerts.signup.services import signup_request
+
+    settings.UNCONFIRMED_RETENTION_DAYS = 7
+    old = signup_request(email="old@example.com", marketing=False, source="web", meta=RequestMeta(ip="203.0.113.9"))
+    ConsentRequest.objects.filter(pk=old).update(created_at=days_ago(8))
+    fresh = signup_request(email="new@example.com", marketing=False, source="web", meta=RequestMeta())
+    retention.purge_unconfirmed()
+    assert list(ConsentRequest.objects.values_list("pk", flat=True)) == [fresh]
