@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -60,7 +61,7 @@ def signup_request(*, email: str, marketing: bool, source: str, meta: RequestMet
     return request.pk
 
 
-def consent_request_for(subscriber: Subscriber, *, alerts: bool, marketing: bool, source: str,
+def consent_request_for(*, subscriber: Subscriber, alerts: bool, marketing: bool, source: str,
                         meta: RequestMeta, wording_kind: str | None = None) -> ConsentRequest:
     """Ask a known reader to confirm by email (coming back after unsubscribing, or
     marketing ticked in the preference centre). The caller has already made the state
@@ -76,6 +77,14 @@ def consent_request_for(subscriber: Subscriber, *, alerts: bool, marketing: bool
     )
     enqueue_on_commit(PROCESS_TASK, request_id=request.pk)
     return request
+
+
+def consent_requests_unqueued(*, before: datetime, limit: int = 10000) -> list[int]:
+    """Requests committed but never processed before `before`: their task was lost
+    (broker down when the request committed). For the sweeper to queue again with
+    `enqueue(PROCESS_TASK, request_id=...)`; processing twice is harmless."""
+    return list(ConsentRequest.objects.filter(processed_at__isnull=True, created_at__lt=before)
+                .order_by("created_at").values_list("pk", flat=True)[:limit])
 
 
 def consent_request_process(*, request_id: int) -> bool:

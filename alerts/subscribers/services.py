@@ -115,7 +115,7 @@ def _request_confirmation(subscriber: Subscriber, *, source: str, meta: RequestM
     subscriber.save(update_fields=["status", "created_at"])
     record_consent(subscriber=subscriber, purpose=Purpose.ALERTS, action=Action.REQUESTED,
                    source=source, meta=meta)
-    consent_request_for(subscriber, alerts=True, marketing=False, source=source, meta=meta)
+    consent_request_for(subscriber=subscriber, alerts=True, marketing=False, source=source, meta=meta)
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def _request_marketing(subscriber: Subscriber, *, meta: RequestMeta) -> None:
     # there is a request that the owner of the address confirms by email, as at signup.
     record_consent(subscriber=subscriber, purpose=Purpose.MARKETING, action=Action.REQUESTED,
                    source=Source.PREFERENCES, meta=meta)
-    consent_request_for(subscriber, alerts=False, marketing=True, source=Source.PREFERENCES, meta=meta)
+    consent_request_for(subscriber=subscriber, alerts=False, marketing=True, source=Source.PREFERENCES, meta=meta)
 
 
 def subscriber_revoke_links(*, subscriber_ids: list[int]) -> int:

@@ -129,3 +129,17 @@ def test_a_confirmation_link_shows_no_subscriber_id():
 
     token = confirm_tokens.make_token(12345)
     assert "12345" not in token and ":" not in token and "." not in token
+
+
+def test_a_request_whose_task_was_lost_is_found_for_the_sweeper(mailoutbox):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from alerts.signup.services import consent_requests_unqueued
+
+    lost = signup_request(email="alice@example.com", marketing=False, source="web", meta=RequestMeta())
+    assert consent_requests_unqueued(before=timezone.now() + timedelta(seconds=1)) == [lost]
+    consent_request_process(request_id=lost)
+    assert consent_requests_unqueued(before=timezone.now() + timedelta(seconds=1)) == []
+    assert len(mailoutbox) == 1
