@@ -6,6 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from alerts.common.tokens import TokenInvalid, link_tokens
 from alerts.models import Subscriber
@@ -153,3 +156,23 @@ def test_revoking_a_readers_links_closes_the_preference_centre_but_not_unsubscri
     assert client.post(unsubscribe, ONE_CLICK).status_code == 200
     alice.refresh_from_db()
     assert alice.status == Subscriber.Status.UNSUBSCRIBED
+
+
+# --- Any text at all, as a token ------------------------------------------------------
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=120), st.binary(max_size=80).map(lambda b: b.decode("latin-1")),
+                 st.from_regex(r"[A-Za-z0-9_=-]{0,60}", fullmatch=True)))
+def test_no_text_makes_a_token_reader_raise_anything_but_invalid(text):
+    from alerts.common.tokens import TokenInvalid, confirm_tokens, data_tokens
+
+    for tokens in (link_tokens, confirm_tokens, data_tokens["export"], data_tokens["erase"]):
+        try:
+            tokens.read(text)
+        except TokenInvalid:
+            pass
+    try:
+        link_tokens.read_for_unsubscribe(text)
+    except TokenInvalid:
+        pass
