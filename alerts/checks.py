@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, register, run_checks
+from django.core.exceptions import ImproperlyConfigured
 
 
 @register(Tags.security, deploy=True)
@@ -51,3 +54,48 @@ def webhooks_are_authenticated_for_deploy(app_configs, **kwargs) -> list[Error]:
     # `check --deploy` also runs the normal check above; only report here when that one
     # stayed quiet because of DEBUG, so each problem is listed once.
     return webhook_security_errors() if settings.DEBUG else []
+
+
+# Hosts that only ever name this machine or a private network: DEBUG is for these.
+LOCAL_SUFFIXES = (".localhost", ".local", ".test", ".internal", ".example", ".invalid")
+LOCAL_NAMES = {"localhost", "testserver"}
+
+
+def is_local_host(host: str) -> bool:
+    """Whether an ALLOWED_HOSTS entry can only be this machine or a private network
+    (loopback and private addresses, localhost, reserved names). `*` is public."""
+    name = host.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return name in LOCAL_NAMES or name.lstrip(".").endswith(LOCAL_SUFFIXES) or \
+            name.lstrip(".") in {suffix[1:] for suffix in LOCAL_SUFFIXES}
+    return address.is_loopback or address.is_private or address.is_link_local
+
+
+@register(Tags.security)
+def debug_is_local_only(app_configs, **kwargs) -> list[Error]:
+    """DEBUG serves tracebacks with settings in them, the development mailbox, and runs
+    on the public development keys (SECRET_KEY and EMAIL_HASH_KEY defaults anyone can
+    read here): a site that answers a public name must never run with it."""
+    if not settings.DEBUG:
+        return []
+    public = [host for host in settings.ALLOWED_HOSTS if not is_local_host(host)]
+    if not public:
+        return []
+    return [Error(
+        f"DEBUG is on while ALLOWED_HOSTS names a public host ({', '.join(public)}).",
+        hint="Unset DEBUG in production; DEBUG=1 is for localhost only.",
+        id="stoppress.E004",
+    )]
+
+
+def refuse_to_start_on_security_errors() -> None:
+    """For servers that run no checks of their own (gunicorn loads config.wsgi):
+    raise ImproperlyConfigured on any security error, as `runserver` and `migrate`
+    would stop on it."""
+    errors = [error for error in run_checks(tags=[Tags.security]) if error.is_serious()]
+    if errors:
+        raise ImproperlyConfigured("; ".join(f"{error.id}: {error.msg}" for error in errors))

@@ -17,8 +17,8 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import get_template, render_to_string
 from django.urls import reverse
 
-from .common.tokens import confirm_tokens, link_tokens
-from .models import Alert, Subscriber
+from .common.tokens import confirm_tokens, data_tokens, link_tokens
+from .models import Alert, ConsentRequest, Subscriber
 
 
 def absolute_url(path: str) -> str:
@@ -34,17 +34,46 @@ def render_triple(kind: str, context: dict) -> tuple[str, str, str]:
     return subject, text, html
 
 
-def confirmation_message(subscriber: Subscriber) -> EmailMultiAlternatives:
-    """The double opt-in email: deliberately neutral (no branding beyond the name, no
-    marketing), and nothing the reader typed except their own address."""
-    token = confirm_tokens.make_token(subscriber)
+def confirmation_message(request: ConsentRequest, subscriber: Subscriber) -> EmailMultiAlternatives:
+    """The double opt-in email for one consent request: deliberately neutral (no
+    branding beyond the name, no marketing), naming exactly what the request asked
+    for, and nothing the reader typed except their own address."""
+    token = confirm_tokens.make_token(request.pk)
     context = {
         "confirm_url": absolute_url(reverse("alerts:confirm", args=[token])),
         "publication_name": settings.PUBLICATION_NAME,
         "valid_hours": settings.CONFIRM_TOKEN_MAX_AGE // 3600,
+        "alerts": request.alerts,
+        "asked": purposes_text(request.purposes),
     }
     subject, text, html = render_triple("confirmation", context)
-    message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, [subscriber.email])
+    return _transactional(subject, text, html, subscriber.email)
+
+
+def purposes_text(purposes: list[str] | tuple[str, ...]) -> str:
+    """What a request asks for, in the reader's words."""
+    names = {"alerts": "breaking news emails", "marketing": "emails about offers, events and updates"}
+    return " and ".join(names[purpose] for purpose in purposes)
+
+
+def data_link_message(subscriber: Subscriber, purpose: str) -> EmailMultiAlternatives:
+    """A single-use link, valid for DATA_LINK_MAX_AGE, to download ("export") or
+    erase ("erase") the reader's data, sent because they asked from the preference
+    centre."""
+    token = data_tokens[purpose].make_token(subscriber.pk)
+    view = "alerts:erase" if purpose == "erase" else "alerts:data_export"
+    context = {
+        "link_url": absolute_url(reverse(view, args=[token])),
+        "publication_name": settings.PUBLICATION_NAME,
+        "purpose": purpose,
+        "valid_minutes": settings.DATA_LINK_MAX_AGE // 60,
+    }
+    subject, text, html = render_triple("data-link", context)
+    return _transactional(subject, text, html, subscriber.email)
+
+
+def _transactional(subject: str, text: str, html: str, to: str) -> EmailMultiAlternatives:
+    message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, [to])
     message.attach_alternative(html, "text/html")
     return message
 
@@ -121,7 +150,8 @@ def preload() -> None:
     css_inline.inline("<p>preload</p>")
 
 
-EMAIL_TEMPLATES = tuple(f"emails/{kind}-{part}" for kind in ("alert", "digest", "confirmation", "preferences")
+EMAIL_TEMPLATES = tuple(f"emails/{kind}-{part}" for kind in ("alert", "digest", "confirmation", "preferences",
+                                                             "data-link")
                         for part in ("subject.txt", "body.txt", "body.html"))
 
 

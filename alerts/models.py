@@ -88,10 +88,19 @@ class Subscriber(models.Model):
     confirmed_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
     last_digest_at = models.DateTimeField(null=True, blank=True)
+    # The per-subscriber nonce of every emailed link: links issued before this moment
+    # no longer open anything (unsubscribing excepted). Every token carries its issue
+    # time, so this is checked when a link is used and costs nothing when alerts are
+    # signed in bulk. Null: no link was ever revoked.
+    links_not_before = models.DateTimeField(null=True, blank=True)
 
     objects = SubscriberQuerySet.as_manager()
 
     class Meta:
+        permissions = [
+            ("export_subscriber_data", "Can download subscribers' personal data"),
+            ("erase_subscriber", "Can erase subscribers"),
+        ]
         constraints = [
             models.UniqueConstraint(Lower("email"), name="subscriber_unique_email"),
         ]
@@ -124,6 +133,10 @@ class Subscriber(models.Model):
     def mark_unsubscribed(self) -> None:
         self.status = self.Status.UNSUBSCRIBED
         self.unsubscribed_at = timezone.now()
+
+    def accepts_link(self, issued_at) -> bool:
+        """Whether a link issued at `issued_at` is still good: not revoked since."""
+        return self.links_not_before is None or issued_at >= self.links_not_before
 
 
 class ConsentEvent(models.Model):
@@ -173,6 +186,91 @@ class ConsentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_purpose_display()}: {self.get_action_display()}"
+
+
+class ConsentRequest(models.Model):
+    """A reader's request for consent, waiting for them to confirm it by email: a
+    signup from a form (alerts, and marketing if the box was ticked), a return after
+    unsubscribing, or marketing ticked in the preference centre.
+
+    The confirmation link names the request, not the subscriber, so confirming grants
+    exactly what this request asked for, never what somebody else's later request for
+    the same address added. A signup is recorded here by the web request in one insert,
+    whatever the address's state, and a worker does the rest
+    (signup.services.consent_request_process); so the request's work reveals nothing."""
+
+    email = models.EmailField(max_length=254)
+    email_hmac = models.CharField(max_length=64, editable=False)
+    # Set when the request is for a known reader (or once the worker has found or
+    # created them for a signup).
+    subscriber = models.ForeignKey(Subscriber, null=True, blank=True, on_delete=models.CASCADE,
+                                   related_name="consent_requests")
+    alerts = models.BooleanField(default=True)
+    marketing = models.BooleanField(default=False)
+    source = models.CharField(max_length=20, choices=ConsentEvent.Source.choices)
+    time_zone = models.CharField(max_length=64, blank=True)
+    # Stored as CONSENT_NETWORK_DATA says, as on consent events.
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=400, blank=True)
+    # The exact texts the reader was shown when they asked.
+    wording = models.ForeignKey(Wording, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    marketing_wording = models.ForeignKey(Wording, on_delete=models.PROTECT, null=True, blank=True,
+                                          related_name="+")
+    privacy_notice = models.ForeignKey(Wording, on_delete=models.PROTECT, null=True, blank=True,
+                                       related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["email_hmac"], name="consent_request_email_hmac"),
+            models.Index(fields=["created_at"], name="consent_request_created_at"),
+            # What the sweeper re-queues: committed, never processed (broker down).
+            models.Index(fields=["created_at"], name="consent_request_unprocessed",
+                         condition=Q(processed_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"Consent request {self.pk}"
+
+    @property
+    def purposes(self) -> list[str]:
+        return [purpose for purpose, asked in
+                ((ConsentEvent.Purpose.ALERTS, self.alerts), (ConsentEvent.Purpose.MARKETING, self.marketing))
+                if asked]
+
+
+class RightsEvent(models.Model):
+    """Who downloaded or erased a reader's data, when, and how: every export and
+    erasure, by staff or by the reader. Kept after an erasure, naming the subscriber by
+    their old id only."""
+
+    class Kind(models.TextChoices):
+        EXPORT = "export", "Data downloaded"
+        ERASURE = "erasure", "Erased"
+
+    class Via(models.TextChoices):
+        EMAIL_LINK = "email_link", "Reader, through a link we emailed"
+        ADMIN = "admin", "Staff, in the admin"
+        COMMAND = "command", "Management command"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    via = models.CharField(max_length=20, choices=Via.choices)
+    # Null for a bulk export of the whole list (export_subscribers).
+    subscriber_ref = models.BigIntegerField(null=True, blank=True, db_index=True)
+    count = models.PositiveIntegerField(default=1)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="+")
+    # Kept as text too: the record must outlive the staff account.
+    actor_name = models.CharField(max_length=150, blank=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.get_via_display()})"
 
 
 class Alert(models.Model):

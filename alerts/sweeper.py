@@ -22,6 +22,7 @@ from .models import Alert, Batch, DigestRun
 from .publishing.fanout import alert_finish_if_done
 from .publishing.services import alert_publish
 from .sending import ledger
+from .signup.services import PROCESS_TASK, consent_requests_unqueued
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ def _sweep(now: datetime) -> dict[str, int]:
     for batch_id, digest_run_id in stuck:
         enqueue("alerts.send_digest_batch" if digest_run_id else "alerts.send_batch", batch_id=batch_id)
     probes = _probe_waiting_providers(now)
+    # Signups and other consent requests committed while the broker was down.
+    for request_id in consent_requests_unqueued(before=now - requeue_after()):
+        enqueue(PROCESS_TASK, request_id=request_id)
     sending = Alert.objects.filter(status=Alert.Status.SENDING, fanned_out_at__isnull=False)
     finished = sum(alert_finish_if_done(alert_id=pk) for pk in sending.values_list("pk", flat=True))
     runs = DigestRun.objects.filter(status=DigestRun.Status.SENDING, fanned_out_at__isnull=False)

@@ -15,8 +15,9 @@ from .digests import schedule as digest_schedule
 from .digests import send as digest_send
 from .publishing import fanout
 from .rights import retention
+from .rights.links import data_link_send
 from .sending.batches import RetryLater
-from .signup.services import confirmation_send
+from .signup.services import confirmation_send, consent_request_process, request_confirmation_send
 from .subscribers.services import preferences_link_send
 
 
@@ -95,3 +96,25 @@ def purge_old_deliveries() -> int:
     if retention.old_deliveries_remain():
         enqueue("alerts.purge_old_deliveries")
     return deleted
+
+
+@shared_task(name="alerts.process_consent_request", acks_late=True)
+def process_consent_request(request_id: int) -> None:
+    """Apply a recorded signup (or other consent request) and send its confirmation.
+    Running twice is harmless: the request is marked processed as it is applied, and
+    the per-address cooldown holds back a second email."""
+    consent_request_process(request_id=request_id)
+
+
+@shared_task(name="alerts.send_request_confirmation", acks_late=True)
+def send_request_confirmation(request_id: int) -> None:
+    """Send a waiting request's confirmation again (from an expired link). Running
+    twice is harmless: the cooldown lets one through."""
+    request_confirmation_send(request_id=request_id)
+
+
+@shared_task(name="alerts.send_data_link", acks_late=True)
+def send_data_link(subscriber_id: int, purpose: str) -> None:
+    """Email a single-use link to download ("export") or erase ("erase") one's data.
+    Running twice is harmless: the cooldown lets one through."""
+    data_link_send(subscriber_id=subscriber_id, purpose=purpose)

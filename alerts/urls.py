@@ -24,6 +24,7 @@ urlpatterns = [
     path("u/<str:token>/undo/", subscribers.unsubscribe_undo, name="unsubscribe_undo"),
     path("preferences/", subscribers.preferences_request, name="preferences_request"),
     path("preferences/<str:token>/", subscribers.preferences, name="preferences"),
+    path("preferences/<str:token>/data/", rights.data_request, name="data_request"),
     path("data/<str:token>/", rights.data_export, name="data_export"),
     path("data/<str:token>/erase/", rights.erase, name="erase"),
 ]

@@ -7,6 +7,7 @@ development mode explicitly with DEBUG=1.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -42,6 +43,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "corsheaders",
+    "csp",
     "anymail",
     "alerts",
 ]
@@ -56,6 +58,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_ratelimit.middleware.RatelimitMiddleware",
 ]
 
@@ -126,8 +129,34 @@ STORAGES = {
     },
 }
 
+# --- Proxies ---------------------------------------------------------------------
+def _trusted_proxies(value: str) -> int | list[str]:
+    """TRUSTED_PROXIES: how many reverse proxies stand in front of the app (e.g. 1 for
+    one load balancer), or their networks, comma-separated (10.0.0.0/8,fd00::/8).
+    0, the default, means none: REMOTE_ADDR is the reader and X-Forwarded-For and
+    X-Forwarded-Proto are ignored, since anyone can send them."""
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        return [str(ipaddress.ip_network(part.strip(), strict=False)) for part in value.split(",")]
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES must be a number of proxies or a list of networks, not {value!r}."
+        ) from None
+
+
+TRUSTED_PROXIES: int | list[str] = _trusted_proxies(env.str("TRUSTED_PROXIES", default="0"))
+if env.str("RATELIMIT_IP_META_KEY", default=""):
+    raise ImproperlyConfigured(
+        "RATELIMIT_IP_META_KEY is replaced by TRUSTED_PROXIES (the number of proxies in front, "
+        "or their networks), which the rate limits and the consent records both follow."
+    )
+
 # --- Security: on by default, relaxed only by DEBUG -------------------------------
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Only a proxy of ours may tell us the reader's connection was https; without one the
+# header is the client's own word.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXIES else None
 SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # Load balancers probe the health endpoint over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
@@ -142,6 +171,24 @@ CSRF_COOKIE_SECURE: bool = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"  # the embeddable form view opts out explicitly
+# Content-Security-Policy on every page (django-csp): scripts, styles and everything
+# else from our own origin only, no inline script or style, nothing may frame us. The
+# embeddable form widens frame-ancestors to EMBED_FRAME_ANCESTORS, and the admin's
+# email preview has a sandboxed policy of its own.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "frame-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # Embedded signup forms: only these origins may call the JSON endpoint from a browser.
 CORS_ALLOWED_ORIGINS: list[str] = env.list("CORS_ALLOWED_ORIGINS", default=[])
@@ -198,7 +245,12 @@ PUBLICATION_TIME_ZONE: str = env.str("PUBLICATION_TIME_ZONE", default="Europe/Lo
 # --- Signup policy -----------------------------------------------------------------
 DOUBLE_OPT_IN: bool = env.bool("DOUBLE_OPT_IN", default=True)
 CONFIRM_TOKEN_MAX_AGE: int = env.int("CONFIRM_TOKEN_MAX_AGE", default=48 * 3600)
+# The unsubscribe and preference links in alerts and digests (unsubscribing never
+# expires); the single-use links to download or erase one's data, emailed on request.
 SUBSCRIBER_LINK_MAX_AGE: int = env.int("SUBSCRIBER_LINK_MAX_AGE", default=400 * 24 * 3600)
+DATA_LINK_MAX_AGE: int = env.int("DATA_LINK_MAX_AGE", default=3600)
+if not 60 <= DATA_LINK_MAX_AGE <= 3600:
+    raise ImproperlyConfigured("DATA_LINK_MAX_AGE must be between 60 and 3600 seconds.")
 EMAIL_CHECK_DELIVERABILITY: bool = env.bool("EMAIL_CHECK_DELIVERABILITY", default=False)
 # Per-address confirmation cooldown (REFERENCE: 1 per 10 minutes, 3 per 24 hours).
 CONFIRM_COOLDOWN_SECONDS: int = env.int("CONFIRM_COOLDOWN_SECONDS", default=600)
@@ -252,10 +304,13 @@ DEAD_LETTER_AFTER_TAKEOVERS: int = env.int("DEAD_LETTER_AFTER_TAKEOVERS", defaul
 if CUT_LEASE_SECONDS < 4 or BATCH_LEASE_SECONDS < 4:
     raise ImproperlyConfigured("BATCH_LEASE_SECONDS and CUT_LEASE_SECONDS must be at least 4.")
 
+# Django 6.0's default, now: a URL typed without a scheme (the article URL in the
+# alert form) is taken as https.
+FORMS_URLFIELD_ASSUME_HTTPS = True
+
 RATELIMIT_USE_CACHE = "default"
-# Behind a reverse proxy, the META key holding the client address
-# (e.g. HTTP_X_FORWARDED_FOR, whose first entry is used); unset means REMOTE_ADDR.
-RATELIMIT_IP_META_KEY: str | None = env.str("RATELIMIT_IP_META_KEY", default=None)
+# Every limit is keyed by alerts.common.network.ratelimit_key, which follows
+# TRUSTED_PROXIES; django-ratelimit's own "ip" key is never used.
 RATELIMIT_VIEW = "alerts.signup.views.rate_limited"
 
 # --- Celery ------------------------------------------------------------------------
@@ -313,6 +368,9 @@ TRACKING_WEBHOOKS_ENABLED: bool = env.bool("TRACKING_WEBHOOKS_ENABLED", default=
 TRACKING_WEBHOOK_ESPS: list[str] = [
     name.lower() for name in env.list("TRACKING_WEBHOOK_ESPS", default=["mailgun"])
 ]
+# Signed provider webhooks (Mailgun, Resend) are refused when their timestamp is further
+# than this from now, or their one-time token was seen before (alerts/webhooks.py).
+WEBHOOK_MAX_AGE_SECONDS: int = env.int("WEBHOOK_MAX_AGE_SECONDS", default=900)
 # Soft bounces (temporary failures) suppress an address only after this many distinct
 # messages within the window, counted since its last successful delivery.
 SOFT_BOUNCE_LIMIT: int = env.int("SOFT_BOUNCE_LIMIT", default=3)

@@ -6,7 +6,8 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("anymail/", include("anymail.urls")),
+    # Anymail's tracking webhooks, with replay protection (alerts/webhooks.py).
+    path("anymail/", include("alerts.webhooks")),
     path("", include("alerts.urls")),
 ]
 

@@ -75,3 +75,31 @@ def test_the_settings_refuse_to_load_without_the_email_hash_key():
     result = manage("check", env=production_env(EMAIL_HASH_KEY=None))
     assert result.returncode != 0
     assert "EMAIL_HASH_KEY" in result.stderr
+
+
+# --- DEBUG is for this machine only -----------------------------------------------------
+
+
+@pytest.mark.parametrize("hosts", ["news.example.com", "localhost,news.example.com", "*", "93.184.216.34",
+                                   ".example.com"])
+def test_debug_with_a_public_host_refuses_to_start(hosts):
+    result = manage("check", env=production_env(DEBUG="1", ALLOWED_HOSTS=hosts))
+    assert result.returncode != 0
+    assert "stoppress.E004" in result.stderr
+
+
+@pytest.mark.parametrize("hosts", [None, "localhost,127.0.0.1,[::1]", "stoppress.localhost,10.0.0.5",
+                                   "news.test"])
+def test_debug_on_local_hosts_is_allowed(hosts):
+    result = manage("check", env=production_env(DEBUG="1", ALLOWED_HOSTS=hosts))
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_wsgi_application_refuses_to_load_with_debug_on_a_public_host():
+    code = "import config.wsgi"
+    bad = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env=production_env(DEBUG="1"))
+    assert bad.returncode != 0 and "stoppress.E004" in bad.stderr
+    good = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env=production_env())
+    assert good.returncode == 0, good.stderr

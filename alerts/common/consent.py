@@ -11,6 +11,7 @@ from django.http import HttpRequest
 
 from ..models import ConsentEvent, Subscriber, Wording
 from . import wording
+from .network import client_address
 
 Source = ConsentEvent.Source
 Purpose = ConsentEvent.Purpose
@@ -42,26 +43,24 @@ class RequestMeta:
         return self.user_agent[:400]
 
 
-def client_ip(request: HttpRequest) -> str | None:
-    """The reader's IP. Behind a proxy set RATELIMIT_IP_META_KEY so this and the rate
-    limiter agree on where a request came from."""
-    key = settings.RATELIMIT_IP_META_KEY or "REMOTE_ADDR"
-    value = request.META.get(key, "")
-    return value.split(",")[0].strip() or None
-
-
 def request_meta(request: HttpRequest) -> RequestMeta:
-    return RequestMeta(ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT", ""))
+    """Where the request came from: the client address as the trusted proxies saw it
+    (network.client_address, the same one the rate limits count), and the user agent."""
+    user_agent = request.META.get("HTTP_USER_AGENT", "")
+    return RequestMeta(ip=client_address(request), user_agent=user_agent if isinstance(user_agent, str) else "")
 
 
 def record_consent(
     *, subscriber: Subscriber, purpose: str, action: str, source: str,
     meta: RequestMeta, note: str = "", wording_kind: str | None = None,
+    shown: Wording | None = None, privacy_notice: Wording | None = None,
 ) -> ConsentEvent:
     """Append one consent event with the wording and privacy notice now in force.
 
     `wording_kind` names the text the reader was shown when it differs from the
-    purpose's own signup wording (the preference centre shows its own)."""
+    purpose's own signup wording (the preference centre shows its own); `shown` and
+    `privacy_notice` give the exact texts instead, when they were kept from the moment
+    the reader asked (a ConsentRequest)."""
     kind = wording_kind or (
         Wording.Kind.MARKETING if purpose == Purpose.MARKETING else Wording.Kind.ALERTS
     )
@@ -70,8 +69,8 @@ def record_consent(
         purpose=purpose,
         action=action,
         source=source,
-        wording=wording.current(kind),
-        privacy_notice=wording.current(Wording.Kind.PRIVACY),
+        wording=shown or wording.current(kind),
+        privacy_notice=privacy_notice or wording.current(Wording.Kind.PRIVACY),
         ip_address=meta.stored_ip(),
         user_agent=meta.stored_user_agent(),
         note=note,

@@ -1,202 +1,242 @@
-"""Signed tokens for the links we email.
+"""The tokens in the links we email, one kind per purpose, each with its own key and
+lifetime so that one can never stand in for another:
 
-Two kinds, each with its own salt so one can never stand in for the other:
+| kind | names | lifetime | where it travels |
+|---|---|---|---|
+| `link_tokens` | a subscriber | SUBSCRIBER_LINK_MAX_AGE (400 days); unsubscribing: forever | every alert and digest (List-Unsubscribe, preference link) |
+| `confirm_tokens` | a consent request | CONFIRM_TOKEN_MAX_AGE (48 h), once | the confirmation email |
+| `data_tokens["export"]`, `["erase"]` | a subscriber | DATA_LINK_MAX_AGE (1 h), once | an email sent on request |
 
-- confirmation tokens: expire after CONFIRM_TOKEN_MAX_AGE (48 h) and are bound to the
-  subscriber's state the way Django's password-reset tokens are, so they stop
-  working once used;
-- subscriber-link tokens, for unsubscribe and preference links in every alert and
-  digest: long-lived (SUBSCRIBER_LINK_MAX_AGE, over a year) and valid across a
-  SECRET_KEY rotation through SECRET_KEY_FALLBACKS.
+Every token is sealed: the ids and the issue time inside are encrypted and
+authenticated (see `Sealer`), so a token shows nobody whose it is and none can be
+forged or edited. A token carries the time it was issued, which is the per-subscriber
+nonce: `Subscriber.links_not_before` revokes every link issued before it, without
+rotating SECRET_KEY and without the fan-out having to read anything per recipient to
+make one. Tokens are made with SECRET_KEY and read with it or any of
+SECRET_KEY_FALLBACKS, so rotating the key keeps mailed links working.
 
-Link tokens are produced in bulk for every recipient of an alert, so `LinkTokens`
-signs them with a precomputed HMAC key. The output is byte-for-byte what
-`django.core.signing.TimestampSigner` produces, and verification is Django's own.
+Unsubscribe links mailed before tokens were sealed (Django TimestampSigner values,
+`id:timestamp:signature`) still unsubscribe, and do nothing else.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
-from binascii import b2a_base64
+from binascii import Error as Base64Error
+from binascii import a2b_base64, b2a_base64
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
 
 from django.conf import settings
 from django.core import signing
-from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.crypto import salted_hmac
 
-CONFIRM_SALT = "stoppress.confirm"
+from ..models import Subscriber
+
 LINK_SALT = "stoppress.subscriber-link"
+CONFIRM_SALT = "stoppress.confirm"
+# The salt of the unsealed link tokens mailed before; only unsubscribing reads them.
+LEGACY_LINK_SALT = LINK_SALT
+
+TAG_BYTES = 16  # a 128-bit authenticator
+ID_BYTES = 8  # bigint ids
+TIME_BYTES = 6  # milliseconds since 1970, good until the year 10889
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 
 class TokenInvalid(Exception):
-    """The token was forged, tampered with, or no longer matches the subscriber."""
+    """The token was forged, tampered with, revoked, or no longer matches what it names."""
 
 
 class TokenExpired(TokenInvalid):
-    """The token was genuine but is too old; `subscriber_id` says whose it was."""
+    """The token was genuine but is too old; `subject_id` says whom or what it named."""
 
-    def __init__(self, subscriber_id: int | None) -> None:
+    def __init__(self, subject_id: int | None) -> None:
         super().__init__("expired")
-        self.subscriber_id = subscriber_id
+        self.subject_id = subject_id
 
 
 @dataclass(frozen=True)
-class ConfirmClaim:
-    subscriber_id: int
-    state: str
+class Claim:
+    """What a genuine token says: the id it names and when it was issued."""
+
+    subject_id: int
+    issued_at: datetime
 
 
-class ConfirmTokens:
-    """Single-use, expiring confirmation tokens."""
-
-    def _now(self) -> float:
-        return time.time()
-
-    def _state_hash(self, subscriber) -> str:
-        # Changes when the subscriber confirms, unsubscribes or signs up again, which
-        # makes every earlier token for them stop working.
-        value = f"{subscriber.pk}|{subscriber.status}|{subscriber.confirmed_at}|{subscriber.created_at}"
-        return salted_hmac(CONFIRM_SALT, value).hexdigest()[:20]
-
-    def make_token(self, subscriber) -> str:
-        signer = signing.TimestampSigner(salt=CONFIRM_SALT)
-        return _sign_at(signer, f"{subscriber.pk}.{self._state_hash(subscriber)}", self._now())
-
-    def read(self, token: str) -> ConfirmClaim:
-        """Return the claim, or raise TokenExpired / TokenInvalid."""
-        signer = signing.TimestampSigner(salt=CONFIRM_SALT)
-        if not isinstance(token, str) or len(token) > 200:
-            raise TokenInvalid()
-        try:
-            value = _unsign_at(signer, token, settings.CONFIRM_TOKEN_MAX_AGE, self._now())
-        except signing.SignatureExpired:
-            raise TokenExpired(self._subscriber_id_ignoring_age(token)) from None
-        except (signing.BadSignature, ValueError):
-            raise TokenInvalid() from None
-        return _claim_from(value)
-
-    def matches(self, subscriber, claim: ConfirmClaim) -> bool:
-        return constant_time_compare(self._state_hash(subscriber), claim.state)
-
-    def _subscriber_id_ignoring_age(self, token: str) -> int | None:
-        signer = signing.TimestampSigner(salt=CONFIRM_SALT)
-        try:
-            return _claim_from(signer.unsign(token)).subscriber_id
-        except (signing.BadSignature, TokenInvalid, ValueError):
-            return None
+@lru_cache(maxsize=32)
+def _keys(salt: str, secret: str) -> tuple[bytes, bytes]:
+    """The authentication and encryption keys of one purpose under one secret."""
+    mac = salted_hmac(f"{salt}.mac", "stoppress sealed token", secret=secret, algorithm="sha256")
+    enc = salted_hmac(f"{salt}.enc", "stoppress sealed token", secret=secret, algorithm="sha256")
+    return mac.digest(), enc.digest()
 
 
-def _claim_from(value: str) -> ConfirmClaim:
-    subscriber_id, _, state = value.partition(".")
-    if not subscriber_id.isdigit() or not state:
+class Sealer:
+    """Deterministic authenticated encryption of a short payload (SIV construction):
+    tag = BLAKE2b-MAC(k1, payload), ciphertext = payload XOR BLAKE2b-PRF(k2, tag),
+    token = base64url(tag + ciphertext). Opening recomputes the tag from the decrypted
+    payload and compares in constant time. BLAKE2b's keyed mode is a MAC and a PRF by
+    design (RFC 7693); the keys are precomputed per send, so sealing one token is two
+    short hashes (about 1.2 µs)."""
+
+    def __init__(self, salt: str, size: int) -> None:
+        self.salt, self.size = salt, size
+
+    def maker(self) -> Callable[[bytes], str]:
+        mac_key, enc_key = _keys(self.salt, settings.SECRET_KEY)
+        mac_base = hashlib.blake2b(key=mac_key, digest_size=TAG_BYTES)
+        pad_base = hashlib.blake2b(key=enc_key, digest_size=self.size)
+
+        def seal(payload: bytes) -> str:
+            mac = mac_base.copy()
+            mac.update(payload)
+            tag = mac.digest()
+            pad = pad_base.copy()
+            pad.update(tag)
+            sealed = int.from_bytes(payload, "big") ^ int.from_bytes(pad.digest(), "big")
+            raw = tag + sealed.to_bytes(self.size, "big")
+            return b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
+
+        return seal
+
+    def open(self, token: str) -> bytes:
+        """The payload, or raise TokenInvalid."""
+        raw = _decode(token, TAG_BYTES + self.size)
+        tag, sealed = raw[:TAG_BYTES], raw[TAG_BYTES:]
+        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]:
+            mac_key, enc_key = _keys(self.salt, secret)
+            pad = hashlib.blake2b(tag, key=enc_key, digest_size=self.size).digest()
+            payload = (int.from_bytes(sealed, "big") ^ int.from_bytes(pad, "big")).to_bytes(self.size, "big")
+            expected = hashlib.blake2b(payload, key=mac_key, digest_size=TAG_BYTES).digest()
+            if hmac.compare_digest(tag, expected):
+                return payload
         raise TokenInvalid()
-    return ConfirmClaim(subscriber_id=int(subscriber_id), state=state)
 
 
-def _sign_at(signer: signing.TimestampSigner, value: str, now: float) -> str:
-    stamped = f"{value}{signer.sep}{signing.b62_encode(int(now))}"
-    return signing.Signer.sign(signer, stamped)
+def _decode(token: object, length: int) -> bytes:
+    if not isinstance(token, str) or len(token) > 100 or not token.isascii():
+        raise TokenInvalid()
+    text = token.encode().translate(_STANDARD)
+    try:
+        raw = a2b_base64(text + b"=" * (-len(text) % 4), strict_mode=True)
+    except (Base64Error, ValueError):
+        raise TokenInvalid() from None
+    if len(raw) != length:
+        raise TokenInvalid()
+    return raw
 
 
-def _unsign_at(signer: signing.TimestampSigner, token: str, max_age: int, now: float) -> str:
-    result = signing.Signer.unsign(signer, token)
-    value, timestamp = result.rsplit(signer.sep, 1)
-    age = now - signing.b62_decode(timestamp)
-    if age > max_age:
-        raise signing.SignatureExpired(f"Signature age {age} > {max_age} seconds")
-    return value
+class IdTokens:
+    """Sealed tokens naming one id, with their issue time and a maximum age."""
 
-
-# HMAC's inner and outer key pads, and base64's URL-safe alphabet, as byte tables.
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
-
-
-class LinkTokens:
-    """Long-lived tokens naming a subscriber, for unsubscribe and preference links."""
+    def __init__(self, salt: str, max_age_setting: str) -> None:
+        self.salt, self.max_age_setting = salt, max_age_setting
+        self.sealer = Sealer(salt, ID_BYTES + TIME_BYTES)
 
     def _now(self) -> float:
         return time.time()
 
-    def make_token(self, subscriber_id: int) -> str:
-        return self.bulk_maker()(subscriber_id)
+    def bulk_maker(self) -> Callable[[int], str]:
+        """A fast `id -> token` function for one send, every token issued now: the keys
+        and the issue time are worked out once, so each token costs two short hashes."""
+        seal = self.sealer.maker()
+        issued = int(self._now() * 1000).to_bytes(TIME_BYTES, "big")
 
-    def bulk_maker(self):
-        """Return a fast `subscriber_id -> token` function for one send.
-
-        The tokens are exactly Django's TimestampSigner's (HMAC-SHA256 of the value
-        under sha256(salt + "signer" + SECRET_KEY), URL-safe base64 without padding).
-        Django derives the key and runs the HMAC key schedule on every call; here both
-        are done once: the HMAC's inner and outer SHA-256 states, keyed, are copied per
-        token (RFC 2104), a third of the cost of a one-shot hmac.digest.
-        """
-        signer = signing.TimestampSigner(salt=LINK_SALT)
-        key = hashlib.sha256((LINK_SALT + "signer" + settings.SECRET_KEY).encode()).digest()
-        block = key.ljust(hashlib.sha256().block_size, b"\0")  # a 32-byte key is padded, never hashed
-        inner_keyed = hashlib.sha256(block.translate(_IPAD))
-        outer_keyed = hashlib.sha256(block.translate(_OPAD))
-        suffix = f"{signer.sep}{signing.b62_encode(int(self._now()))}"
-        sep = signer.sep
-
-        def make(subscriber_id: int) -> str:
-            value = f"{subscriber_id}{suffix}"
-            inner = inner_keyed.copy()
-            inner.update(value.encode())
-            outer = outer_keyed.copy()
-            outer.update(inner.digest())
-            mac = b2a_base64(outer.digest(), newline=False).translate(_URLSAFE).rstrip(b"=")
-            return f"{value}{sep}{mac.decode()}"
+        def make(subject_id: int) -> str:
+            return seal(subject_id.to_bytes(ID_BYTES, "big") + issued)
 
         return make
 
-    def read(self, token: str) -> int:
-        """Return the subscriber id, or raise TokenExpired / TokenInvalid."""
-        signer = signing.TimestampSigner(salt=LINK_SALT)
-        if not isinstance(token, str) or len(token) > 200:
-            raise TokenInvalid()
+    def make_token(self, subject_id: int) -> str:
+        return self.bulk_maker()(subject_id)
+
+    def read(self, token: str) -> Claim:
+        """The claim of a current token, or raise TokenExpired / TokenInvalid."""
+        claim = self.read_ignoring_age(token)
+        age = self._now() - claim.issued_at.timestamp()
+        if age > getattr(settings, self.max_age_setting) or age < -300:
+            raise TokenExpired(claim.subject_id)
+        return claim
+
+    def read_ignoring_age(self, token: str) -> Claim:
+        payload = self.sealer.open(token)
+        subject_id = int.from_bytes(payload[:ID_BYTES], "big")
+        issued_ms = int.from_bytes(payload[ID_BYTES:], "big")
+        return Claim(subject_id=subject_id, issued_at=datetime.fromtimestamp(issued_ms / 1000, tz=UTC))
+
+
+class LinkTokens(IdTokens):
+    """Long-lived tokens naming a subscriber, for the unsubscribe and preference links
+    in every alert and digest. `bulk_maker()` is what the fan-out signs each batch's
+    links with (alerts.sending.provider)."""
+
+    def __init__(self) -> None:
+        super().__init__(LINK_SALT, "SUBSCRIBER_LINK_MAX_AGE")
+
+    def read_for_unsubscribe(self, token: str) -> int:
+        """The subscriber a genuine link names, however old, revoked or not, sealed or
+        from before sealing: honouring an unsubscribe link can only ever stop mail,
+        so every link ever mailed keeps doing that. Raises TokenInvalid if forged."""
         try:
-            value = _unsign_at(signer, token, settings.SUBSCRIBER_LINK_MAX_AGE, self._now())
-        except signing.SignatureExpired:
-            raise TokenExpired(None) from None
-        except (signing.BadSignature, ValueError):
-            raise TokenInvalid() from None
-        if not value.isdigit():
-            raise TokenInvalid()
-        return int(value)
-
-    def read_ignoring_age(self, token: str) -> int:
-        """Like read(), but a genuine token never expires. Only for unsubscribing:
-        honouring an old link can only ever stop mail, so it must keep working."""
-        signer = signing.TimestampSigner(salt=LINK_SALT)
-        if not isinstance(token, str) or len(token) > 200:
-            raise TokenInvalid()
-        try:
-            value = signer.unsign(token)
-        except (signing.BadSignature, ValueError):
-            raise TokenInvalid() from None
-        if not value.isdigit():
-            raise TokenInvalid()
-        return int(value)
+            return self.read_ignoring_age(token).subject_id
+        except TokenInvalid:
+            return _legacy_subscriber_id(token)
 
 
-confirm_tokens = ConfirmTokens()
-link_tokens = LinkTokens()
-
-
-def link_owner(token: str) -> int | None:
-    """The subscriber id a current link token names, or None if forged or expired."""
+def _legacy_subscriber_id(token: str) -> int:
+    # Django's TimestampSigner value; signer.unsign tries SECRET_KEY_FALLBACKS too.
+    if not isinstance(token, str) or len(token) > 200:
+        raise TokenInvalid()
     try:
-        return link_tokens.read(token)
+        value = signing.TimestampSigner(salt=LEGACY_LINK_SALT).unsign(token)
+    except (signing.BadSignature, ValueError):
+        raise TokenInvalid() from None
+    if not value.isdigit():
+        raise TokenInvalid()
+    return int(value)
+
+
+link_tokens = LinkTokens()
+# A confirmation link names the consent request it was sent for, not the subscriber:
+# confirming grants exactly what that request asked for.
+confirm_tokens = IdTokens(CONFIRM_SALT, "CONFIRM_TOKEN_MAX_AGE")
+# Downloading and erasing a reader's data: short-lived, single-use, emailed on request.
+data_tokens = {
+    "export": IdTokens("stoppress.data-export", "DATA_LINK_MAX_AGE"),
+    "erase": IdTokens("stoppress.data-erase", "DATA_LINK_MAX_AGE"),
+}
+
+
+def current_claim(tokens: IdTokens, token: str) -> Claim | None:
+    """The claim of a current token of this kind, or None if forged or expired. The
+    caller still checks the subscriber's revocation (Subscriber.accepts_link)."""
+    try:
+        return tokens.read(token)
     except TokenInvalid:  # TokenExpired included
         return None
 
 
+def subscriber_for(tokens: IdTokens, token: str) -> Subscriber | None:
+    """The subscriber a current token of this kind names, unless their links were
+    revoked after it was issued. None for anything else, whatever the reason, so a
+    bad link reveals nothing."""
+    claim = current_claim(tokens, token)
+    subscriber = Subscriber.objects.filter(pk=claim.subject_id).first() if claim else None
+    if subscriber is None or not subscriber.accepts_link(claim.issued_at):
+        return None
+    return subscriber
+
+
 def unsubscribe_owner(token: str) -> int | None:
-    """The subscriber id a link token names, however old: an unsubscribe link never
-    expires, because honouring an old one can only stop mail. None if forged."""
+    """The subscriber id an unsubscribe link names, however old. None if forged."""
     try:
-        return link_tokens.read_ignoring_age(token)
+        return link_tokens.read_for_unsubscribe(token)
     except TokenInvalid:
         return None

@@ -24,6 +24,10 @@ from . import services
 from .audience import audience_count
 from .progress import alert_engagement, alert_progress
 
+# Email HTML carries inline styles (as email must) and remote images; nothing else.
+PREVIEW_POLICY = ("sandbox; default-src 'none'; img-src https: data:; style-src 'unsafe-inline'; "
+                  "font-src https: data:; frame-ancestors 'self'; form-action 'none'; base-uri 'none'")
+
 
 @admin.register(Topic)
 class TopicAdmin(admin.ModelAdmin):
@@ -49,6 +53,11 @@ class AlertAdmin(admin.ModelAdmin):
         # Once an alert has left, what subscribers received must stay as it was.
         if obj is not None and obj.status not in (Alert.Status.DRAFT, Alert.Status.SCHEDULED):
             return False
+        # A scheduled alert is one a publisher approved: the sweeper will send whatever
+        # it then says, so changing it takes the publish permission too.
+        if obj is not None and obj.status == Alert.Status.SCHEDULED and \
+                not request.user.has_perm("alerts.publish_alert"):
+            return False
         return super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -59,7 +68,16 @@ class AlertAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Alert, form, change: bool) -> None:
         if not change:
             obj.author = request.user
-        super().save_model(request, obj, form, change)
+            super().save_model(request, obj, form, change)
+            return
+        # The form was loaded before now: the alert may have been scheduled, or sent,
+        # since. The service decides on the row as it is.
+        outcome = services.alert_save_edit(alert=obj, user=request.user)
+        if outcome == services.EditOutcome.REFUSED:
+            raise PermissionDenied("This alert has been sent meanwhile and can no longer change.")
+        if outcome == services.EditOutcome.RETURNED_TO_DRAFT:
+            messages.warning(request, "The alert was scheduled; your change has returned it to draft. "
+                                      "Someone with the publish permission needs to schedule it again.")
 
     def get_urls(self):
         wrap = self.admin_site.admin_view
@@ -97,9 +115,15 @@ class AlertAdmin(admin.ModelAdmin):
 
     @method_decorator(xframe_options_sameorigin)
     def preview_html_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The email's HTML, for the preview page's iframes. It is the editors' text
+        and the image they linked, shown on the admin's origin: so it is sandboxed
+        (an opaque origin, no scripts, no forms, even when opened directly) and may
+        load nothing but images and its own inline styles."""
         alert = self._alert(request, pk)
         message = alert_message(alert, to="preview@example.com", token=link_tokens.make_token(0))
-        return HttpResponse(message.alternatives[0][0])
+        response = HttpResponse(message.alternatives[0][0])
+        response["Content-Security-Policy"] = PREVIEW_POLICY
+        return response
 
     @method_decorator(require_POST)
     def send_test_view(self, request: HttpRequest, pk: int) -> HttpResponse:

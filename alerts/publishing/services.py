@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 from datetime import datetime, timedelta
 
@@ -37,6 +38,42 @@ def alert_schedule(*, alert_id: int, when: datetime, user=None) -> bool:
     return bool(Alert.objects.filter(
         pk=alert_id, status__in=[Alert.Status.DRAFT, Alert.Status.SCHEDULED]
     ).update(status=Alert.Status.SCHEDULED, scheduled_for=when, published_by=user))
+
+
+class EditOutcome(enum.Enum):
+    SAVED = "saved"
+    RETURNED_TO_DRAFT = "returned_to_draft"
+    REFUSED = "refused"
+
+
+# What an editor's form may change; status and schedule change only through the
+# actions above.
+EDITABLE_FIELDS = ["headline", "standfirst", "body", "url", "image_url", "image_alt"]
+
+
+def alert_save_edit(*, alert: Alert, user) -> EditOutcome:
+    """Save an editor's changes to an alert's text, deciding on the row as it is now
+    (locked), not as it was when the form was loaded:
+
+    - a draft is saved;
+    - a scheduled alert is saved as it stays scheduled only for a user with the publish
+      permission; anyone else's change returns it to draft, so the sweeper never
+      publishes text no publisher approved;
+    - an alert already sending, sent, stopped or failed is REFUSED and nothing saved."""
+    with transaction.atomic():
+        current = Alert.objects.select_for_update().get(pk=alert.pk)
+        if current.status not in (Alert.Status.DRAFT, Alert.Status.SCHEDULED):
+            return EditOutcome.REFUSED
+        outcome = EditOutcome.SAVED
+        fields = [*EDITABLE_FIELDS, "updated_at"]
+        if current.status == Alert.Status.SCHEDULED and not user.has_perm("alerts.publish_alert"):
+            alert.status, alert.scheduled_for = Alert.Status.DRAFT, None
+            fields += ["status", "scheduled_for"]
+            outcome = EditOutcome.RETURNED_TO_DRAFT
+            logger.info("Alert %s edited by user %s without the publish permission: back to draft",
+                        alert.pk, user.pk)
+        alert.save(update_fields=fields)
+    return outcome
 
 
 def alert_unschedule(*, alert_id: int) -> bool:

@@ -13,7 +13,8 @@ from django.db import transaction
 from django.db.models import Model
 
 from ..common.suppression import suppression_add
-from ..models import Batch, Delivery, Subscriber, Suppression, TrackingEvent
+from ..models import Batch, ConsentRequest, Delivery, RightsEvent, Subscriber, Suppression, TrackingEvent
+from .log import rights_record
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +31,13 @@ FREE_TEXT: list[tuple[type[Model], str]] = [
 ]
 
 
-def subscriber_erase(*, subscriber_id: int, by=None) -> bool:
+def subscriber_erase(*, subscriber_id: int, by=None, via: str = RightsEvent.Via.EMAIL_LINK) -> bool:
     """Erase a subscriber: their row, consent history and deliveries, and every copy of
     their address in free text. Only the address's keyed hash survives, as an ERASED
     suppression, so imports skip it and a new signup needs a fresh double opt-in.
 
-    `by` is the staff user who did it, or None for the subscriber themselves.
+    `by` is the staff user who did it, or None for the subscriber themselves; the
+    erasure is recorded (RightsEvent) with who, when and `via`.
     Returns False if there was no such subscriber (already erased): safe to repeat.
     """
     with transaction.atomic():
@@ -47,7 +49,10 @@ def subscriber_erase(*, subscriber_id: int, by=None) -> bool:
         suppression_add(email_hmac=subscriber.email_hmac, reason=Suppression.Reason.ERASED,
                         detail=f"Erased by {who}")
         Delivery.objects.of_subscriber(subscriber.pk).delete()
+        # Requests not yet tied to the row (a signup still queued) hold the address too.
+        ConsentRequest.objects.filter(email_hmac=subscriber.email_hmac).delete()
         subscriber.delete()
+        rights_record(kind=RightsEvent.Kind.ERASURE, via=via, subscriber_ids=[subscriber_id], actor=by)
     logger.info("Erased subscriber %s (by %s)", subscriber_id, who)
     return True
 

@@ -8,9 +8,11 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
 from django.utils import timezone
 
-from ..models import ConsentEvent, Delivery, Subscriber, Suppression
+from ..models import ConsentEvent, Delivery, RightsEvent, Subscriber, Suppression
+from .log import rights_record
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -29,12 +31,19 @@ def subscriber_data(subscriber_id: int) -> dict | None:
         "consent_history": _consent_history(subscriber),
         "deliveries": _deliveries(subscriber),
         "suppressions": _suppressions(subscriber),
+        "waiting_for_confirmation": _requests(subscriber),
     }
 
 
-def subscriber_data_json(subscriber_id: int) -> str | None:
-    data = subscriber_data(subscriber_id)
-    return None if data is None else json.dumps(data, indent=2, cls=DjangoJSONEncoder)
+def subscriber_data_export(*, subscriber_id: int, via: str, actor=None) -> str | None:
+    """Everything we hold about one subscriber as JSON, recorded as an export by
+    `actor` (None: the reader) through `via`; None if unknown."""
+    with transaction.atomic():
+        data = subscriber_data(subscriber_id)
+        if data is None:
+            return None
+        rights_record(kind=RightsEvent.Kind.EXPORT, via=via, subscriber_ids=[subscriber_id], actor=actor)
+    return json.dumps(data, indent=2, cls=DjangoJSONEncoder)
 
 
 def _subscription(subscriber: Subscriber) -> dict:
@@ -81,3 +90,9 @@ def _suppressions(subscriber: Subscriber) -> list[dict]:
     rows = Suppression.objects.filter(email_hmac=subscriber.email_hmac).order_by("created_at")
     return [{"reason": row.get_reason_display(), "since": _iso(row.created_at),
              "lifted_at": _iso(row.lifted_at)} for row in rows]
+
+
+def _requests(subscriber: Subscriber) -> list[dict]:
+    rows = subscriber.consent_requests.filter(confirmed_at__isnull=True).order_by("created_at")
+    return [{"asked_at": _iso(row.created_at), "purposes": row.purposes, "how": row.get_source_display(),
+             "ip_address": row.ip_address, "user_agent": row.user_agent} for row in rows]

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
-from ..models import Batch, Delivery, Subscriber, TrackingEvent
+from ..models import Batch, ConsentRequest, Delivery, Subscriber, TrackingEvent
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,11 @@ def purge_unconfirmed(*, now=None) -> int:
     stale = Subscriber.objects.filter(
         status=Subscriber.Status.PENDING, confirmed_at__isnull=True, created_at__lt=cutoff)
     deleted = _delete_in_chunks(stale)
-    logger.info("Purged %d unconfirmed signups older than %s", deleted, cutoff)
+    # Requests hold an address, an IP and a user agent. By now each was confirmed (its
+    # evidence copied into consent events) or will never be: its link expired long ago.
+    requests = _delete_in_chunks(ConsentRequest.objects.filter(created_at__lt=cutoff))
+    logger.info("Purged %d unconfirmed signups and %d consent requests older than %s",
+                deleted, requests, cutoff)
     return deleted
 
 

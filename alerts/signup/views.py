@@ -7,6 +7,7 @@ import json
 import logging
 from urllib.parse import urlsplit
 
+from csp.utils import build_policy
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -15,10 +16,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
-from django_ratelimit.decorators import ratelimit
 
 from ..common.addresses import INVALID_MESSAGE, suggest_domain
 from ..common.consent import request_meta
+from ..common.ratelimits import SIGNUP, per_client_limit
+from ..emails import purposes_text
 from ..models import ConsentEvent
 from . import services
 from .forms import SignupForm
@@ -36,7 +38,7 @@ def handle_signup(request: HttpRequest, data, source: str) -> SignupForm:
     same path here, so the response says nothing about who is subscribed."""
     form = SignupForm(data)
     if form.is_valid() and not form.is_bot:
-        services.subscriber_subscribe(
+        services.signup_request(
             email=form.cleaned_data["email"],
             marketing=form.cleaned_data["marketing"],
             source=source,
@@ -53,7 +55,7 @@ def _thanks_context(form: SignupForm) -> dict:
 
 @never_cache
 @require_http_methods(["GET", "POST"])
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit(SIGNUP)
 def signup(request: HttpRequest) -> HttpResponse:
     return _signup_page(request, "alerts/signup.html", ConsentEvent.Source.WEB)
 
@@ -62,7 +64,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 @csrf_exempt  # the iframe's own origin check stands in for the cookie (see below)
 @xframe_options_exempt
 @require_http_methods(["GET", "POST"])
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit(SIGNUP)
 def embed(request: HttpRequest) -> HttpResponse:
     # Inside a third-party page our CSRF cookie is not sent (SameSite), so the embed
     # form is protected by checking the browser's Origin header is our own site.
@@ -72,9 +74,10 @@ def embed(request: HttpRequest) -> HttpResponse:
 
 
 def _frameable(response: HttpResponse) -> HttpResponse:
-    """Let the configured partner sites, and only them, put this response in a frame."""
-    ancestors = " ".join(["'self'", *settings.EMBED_FRAME_ANCESTORS])
-    response["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
+    """Let the configured partner sites, and only them, put this response in a frame:
+    the site's Content-Security-Policy with frame-ancestors widened to them."""
+    ancestors = ["'self'", *settings.EMBED_FRAME_ANCESTORS]
+    response["Content-Security-Policy"] = build_policy(replace={"frame-ancestors": ancestors})
     response.xframe_options_exempt = True
     return response
 
@@ -96,7 +99,7 @@ def _signup_page(request: HttpRequest, template: str, source: str) -> HttpRespon
 
 @csrf_exempt
 @require_POST
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit(SIGNUP)
 def api_subscribe(request: HttpRequest) -> JsonResponse:
     """JSON signup for embedded forms: {"email", "marketing", "tz"}.
 
@@ -141,18 +144,19 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
     """GET shows a Confirm button (mail scanners open links; they must not confirm);
     POST confirms."""
     if request.method == "GET":
-        return render(request, "alerts/confirm.html", {"token": token})
-    result = services.subscriber_confirm(token=token, meta=request_meta(request))
+        purposes = services.consent_request_purposes(token=token)
+        return render(request, "alerts/confirm.html", {"token": token, "purposes": purposes,
+                                                       "asked": purposes_text(purposes)})
+    result = services.consent_request_confirm(token=token, meta=request_meta(request))
     status = 400 if result.outcome == ConfirmOutcome.INVALID else 200
     return render(request, "alerts/confirmed.html",
-                  {"outcome": result.outcome.value, "token": token}, status=status)
+                  {"outcome": result.outcome.value, "token": token, "purposes": result.purposes,
+                   "asked": purposes_text(result.purposes)}, status=status)
 
 
 @require_POST
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit()
 def confirm_resend(request: HttpRequest, token: str) -> HttpResponse:
     """From an expired confirmation link: send a fresh one (cooldown applies)."""
-    result = services.subscriber_confirm_token_owner(token=token)
-    if result is not None:
-        services.subscriber_resend_confirmation(subscriber_id=result)
+    services.consent_request_resend(token=token)
     return render(request, "alerts/confirmed.html", {"outcome": "resent"})

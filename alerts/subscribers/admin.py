@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from ..common.addresses import email_hmac
 from ..common.suppression import suppression_lift
 from ..models import ConsentEvent, Subscriber, Suppression, Wording
+from .services import subscriber_revoke_links
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -40,6 +41,7 @@ class SubscriberAdmin(admin.ModelAdmin):
     list_filter = ["status", "marketing_consent", "frequency", "source", "created_at",
                    "confirmed_at", "topics"]
     search_fields = ["email"]
+    search_help_text = "Enter a whole email address."
     date_hierarchy = "created_at"
     readonly_fields = ["email", "email_hmac", "status", "marketing_consent", "source",
                        "created_at", "confirmed_at", "unsubscribed_at", "last_digest_at"]
@@ -52,14 +54,51 @@ class SubscriberAdmin(admin.ModelAdmin):
         # Subscribers arrive through a consent flow (form, import), never by hand.
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Deleting the row would bypass erasure: no erased-address suppression (so an
+        # import could add them back), their ledger rows orphaned, and the address
+        # left in the admin's own log. Staff erase instead (the "Erase" action).
+        return False
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        # Seeing a reader is not exporting them: bulk downloads of personal data need
+        # a permission of their own.
+        return request.user.has_perm("alerts.export_subscriber_data")
+
+    def has_erase_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("alerts.erase_subscriber")
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        return search_by_address(queryset, search_term, field="email_hmac"), False
+
+    @admin.action(description="Revoke the links already emailed to the selected subscribers",
+                  permissions=["change"])
+    def revoke_links(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = subscriber_revoke_links(subscriber_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Revoked the emailed links of {count} subscriber(s); "
+                                   "their unsubscribe links still unsubscribe.")
+
+    actions = ["revoke_links"]
+
+
+def search_by_address(queryset: QuerySet, search_term: str, *, field: str) -> QuerySet:
+    """Admin search by a whole address, through its keyed hash: one index lookup,
+    where Django's default `icontains` would read every row of a big table."""
+    term = search_term.strip()
+    return queryset.filter(**{field: email_hmac(term)}) if term else queryset
+
 
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(admin.ModelAdmin):
     list_display = ["created_at", "subscriber", "purpose", "action", "source"]
     list_filter = ["purpose", "action", "source", "created_at"]
     search_fields = ["subscriber__email"]
+    search_help_text = "Enter a subscriber's whole email address."
     list_select_related = ["subscriber"]
     show_full_result_count = False
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        return search_by_address(queryset, search_term, field="subscriber__email_hmac"), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

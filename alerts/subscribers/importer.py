@@ -157,7 +157,7 @@ def _parse(line: int, record: dict, topics: dict[str, int]) -> Row:
     """One CSV record as a Row, or ValidationError saying what is wrong with it."""
     if None in record:
         raise ValidationError("more fields than the header has")
-    values = {key.strip(): (value or "").strip() for key, value in record.items()}
+    values = {key.strip(): unquoted((value or "").strip()) for key, value in record.items()}
     if any("\ufffd" in value for value in values.values()):
         raise ValidationError("the line is not valid UTF-8 text")
     if any("\x00" in value for value in values.values()):
@@ -420,7 +420,7 @@ def _topic_slugs(ids: list[int]) -> dict[int, list[str]]:
 
 def _export_row(subscriber: Subscriber, event: dict, slugs: list[str]) -> list[str]:
     how = ConsentEvent.Source(event["source"]).label
-    return [
+    return [spreadsheet_safe(cell) for cell in (
         subscriber.email,
         event["created_at"].isoformat(),
         f"{how}: {event['note']}" if event["note"] else how,
@@ -428,4 +428,20 @@ def _export_row(subscriber: Subscriber, event: dict, slugs: list[str]) -> list[s
         event["ip_address"] or "",
         ";".join(sorted(slugs)),
         subscriber.frequency,
-    ]
+    )]
+
+
+# A cell starting with one of these is run as a formula by Excel, LibreOffice and
+# Google Sheets (OWASP "CSV injection"); imported text such as a consent wording can.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """The cell as a spreadsheet shows it but never runs it: a leading apostrophe,
+    which the import strips again (`unquoted`)."""
+    return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
+
+
+def unquoted(cell: str) -> str:
+    """Undo spreadsheet_safe, so an exported file imports back unchanged."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS) else cell

@@ -15,10 +15,11 @@ from django.utils import timezone
 
 from ..common.addresses import email_hmac
 from ..common.consent import Action, Purpose, RequestMeta, Source, record_consent
-from ..common.queueing import enqueue, enqueue_on_commit
+from ..common.queueing import enqueue
 from ..common.ratelimits import allow_preferences_email
 from ..emails import preferences_message
 from ..models import Delivery, Subscriber, Suppression, Topic, Wording
+from ..signup.services import consent_request_for
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +109,13 @@ def _within_undo_window(subscriber: Subscriber) -> bool:
 
 
 def _request_confirmation(subscriber: Subscriber, *, source: str, meta: RequestMeta) -> None:
-    # As in subscriber_subscribe: a fresh double opt-in, and older confirm links die.
+    # As for a signup: a fresh double opt-in, confirmed through a request of its own.
     subscriber.status = Subscriber.Status.PENDING
     subscriber.created_at = timezone.now()
     subscriber.save(update_fields=["status", "created_at"])
     record_consent(subscriber=subscriber, purpose=Purpose.ALERTS, action=Action.REQUESTED,
                    source=source, meta=meta)
-    enqueue_on_commit("alerts.send_confirmation", subscriber_id=subscriber.pk)
+    consent_request_for(subscriber=subscriber, alerts=True, marketing=False, source=source, meta=meta)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ class PreferenceChoices:
 class PreferencesResult:
     changes: list[str]
     resubscribe: ResubscribeOutcome | None = None
+    # Marketing was ticked: it is given once the reader confirms by email.
+    marketing_confirmation_sent: bool = False
 
 
 def subscriber_update_preferences(
@@ -156,10 +159,13 @@ def subscriber_update_preferences(
                            source=source, meta=meta, note=delivery_note,
                            wording_kind=Wording.Kind.PREFERENCES)
         changes += [delivery_note] if delivery_note else []
-        if choices.marketing != subscriber.marketing_consent:
-            _set_marketing(subscriber, choices.marketing, source=source, meta=meta)
-            changes.append("marketing " + ("on" if choices.marketing else "off"))
-    return PreferencesResult(changes=changes, resubscribe=outcome)
+        asked = choices.marketing and not subscriber.marketing_consent
+        if asked:
+            _request_marketing(subscriber, meta=meta)
+        elif subscriber.marketing_consent and not choices.marketing:
+            _withdraw_marketing(subscriber, source=source, meta=meta)
+            changes.append("marketing off")
+    return PreferencesResult(changes=changes, resubscribe=outcome, marketing_confirmation_sent=asked)
 
 
 def _apply_alerts_switch(
@@ -196,11 +202,28 @@ def _apply_delivery_choices(subscriber: Subscriber, choices: PreferenceChoices) 
     return "; ".join(changed)
 
 
-def _set_marketing(subscriber: Subscriber, given: bool, *, source: str, meta: RequestMeta) -> None:
-    subscriber.marketing_consent = given
+def _withdraw_marketing(subscriber: Subscriber, *, source: str, meta: RequestMeta) -> None:
+    # Withdrawing takes effect at once: it must be as easy as giving, or easier.
+    subscriber.marketing_consent = False
     subscriber.save(update_fields=["marketing_consent"])
-    record_consent(subscriber=subscriber, purpose=Purpose.MARKETING,
-                   action=Action.GIVEN if given else Action.WITHDRAWN, source=source, meta=meta)
+    record_consent(subscriber=subscriber, purpose=Purpose.MARKETING, action=Action.WITHDRAWN,
+                   source=source, meta=meta)
+
+
+def _request_marketing(subscriber: Subscriber, *, meta: RequestMeta) -> None:
+    # The preference link travels in every alert, forwarded ones included, so a tick
+    # there is a request that the owner of the address confirms by email, as at signup.
+    record_consent(subscriber=subscriber, purpose=Purpose.MARKETING, action=Action.REQUESTED,
+                   source=Source.PREFERENCES, meta=meta)
+    consent_request_for(subscriber=subscriber, alerts=False, marketing=True, source=Source.PREFERENCES, meta=meta)
+
+
+def subscriber_revoke_links(*, subscriber_ids: list[int]) -> int:
+    """Make every link already emailed to these readers stop working (preference
+    centre, confirmations, data links), without rotating SECRET_KEY: links carry their
+    issue time and are refused if issued before now. Unsubscribe links keep
+    unsubscribing. Returns the number of readers."""
+    return Subscriber.objects.filter(pk__in=subscriber_ids).update(links_not_before=timezone.now())
 
 
 def subscriber_request_preferences_link(*, email: str) -> None:

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
-from django_ratelimit.decorators import ratelimit
 
 from ..common.consent import request_meta
-from ..common.tokens import link_owner, unsubscribe_owner
-from ..models import ConsentEvent, Subscriber
+from ..common.ratelimits import per_client_limit
+from ..common.tokens import link_tokens, subscriber_for, unsubscribe_owner
+from ..models import ConsentEvent
 from . import services
 from .forms import PreferencesForm, PreferencesRequestForm
 
@@ -59,20 +58,22 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     source = Source.ONE_CLICK if _via_one_click(request) else Source.EMAIL_LINK
     services.subscriber_unsubscribe(subscriber_id=subscriber_id, source=source,
                                     meta=request_meta(request))
-    known = Subscriber.objects.filter(pk=subscriber_id).exists()
-    return render(request, "alerts/unsubscribed.html", {"token": token, "can_undo": known})
+    # Undo needs a current link: an old or revoked one only ever unsubscribes.
+    can_undo = subscriber_for(link_tokens, token) is not None
+    return render(request, "alerts/unsubscribed.html", {"token": token, "can_undo": can_undo})
+
 
 
 @never_cache
 @require_POST
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit()
 def unsubscribe_undo(request: HttpRequest, token: str) -> HttpResponse:
     """"Unsubscribed by mistake?": resubscribes at once within UNSUBSCRIBE_UNDO_HOURS
     of unsubscribing, otherwise emails a fresh confirmation (services.subscriber_resubscribe)."""
-    subscriber_id = link_owner(token)
-    if subscriber_id is None:
+    subscriber = subscriber_for(link_tokens, token)
+    if subscriber is None:
         return _invalid_link(request)
-    outcome = services.subscriber_resubscribe(subscriber_id=subscriber_id, source=Source.EMAIL_LINK,
+    outcome = services.subscriber_resubscribe(subscriber_id=subscriber.pk, source=Source.EMAIL_LINK,
                                               meta=request_meta(request))
     return render(request, "alerts/resubscribed.html", {"outcome": outcome.value, "token": token})
 
@@ -81,8 +82,7 @@ def unsubscribe_undo(request: HttpRequest, token: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def preferences(request: HttpRequest, token: str) -> HttpResponse:
     """The preference centre: alerts on or off, topics, frequency, marketing, time zone."""
-    subscriber_id = link_owner(token)
-    subscriber = Subscriber.objects.filter(pk=subscriber_id).first() if subscriber_id else None
+    subscriber = subscriber_for(link_tokens, token)
     if subscriber is None:
         return _invalid_link(request)
     context = {"token": token, "subscriber": subscriber}
@@ -101,7 +101,7 @@ def preferences(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_http_methods(["GET", "POST"])
-@ratelimit(key="ip", rate=lambda g, r: settings.SIGNUP_RATE_PER_IP, method="POST", block=True)
+@per_client_limit()
 def preferences_request(request: HttpRequest) -> HttpResponse:
     """Lost the email? Enter the address and we email a fresh link. The answer is the
     same for every well-formed address, subscribed or not."""

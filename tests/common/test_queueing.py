@@ -10,16 +10,15 @@ from celery import current_app
 from kombu.exceptions import OperationalError
 
 from alerts.common.queueing import enqueue, enqueue_on_commit
-from alerts.models import Subscriber
 from tests.factories import make_subscriber
 
 pytestmark = pytest.mark.django_db
 
 
 def test_a_task_queued_by_name_runs(eager_celery, mailoutbox):
-    reader = make_subscriber("pending@example.com", status=Subscriber.Status.PENDING)
-    assert enqueue("alerts.send_confirmation", subscriber_id=reader.pk) is True
-    assert [message.to for message in mailoutbox] == [["pending@example.com"]]
+    reader = make_subscriber("reader@example.com")
+    assert enqueue("alerts.send_preferences_link", email_hmac=reader.email_hmac) is True
+    assert [message.to for message in mailoutbox] == [["reader@example.com"]]
 
 
 def test_a_name_no_task_has_is_an_error_not_a_silent_loss():
@@ -46,9 +45,9 @@ def test_an_unreachable_broker_is_logged_and_reported_not_raised(monkeypatch, ca
 
 
 def test_queueing_on_commit_waits_for_the_commit(eager_celery, mailoutbox, django_capture_on_commit_callbacks):
-    reader = make_subscriber("later@example.com", status=Subscriber.Status.PENDING)
+    reader = make_subscriber("later@example.com")
     with django_capture_on_commit_callbacks() as callbacks:
-        enqueue_on_commit("alerts.send_confirmation", subscriber_id=reader.pk)
+        enqueue_on_commit("alerts.send_preferences_link", email_hmac=reader.email_hmac)
         assert mailoutbox == []
     for callback in callbacks:
         callback()

@@ -185,3 +185,58 @@ def test_retry_failed_now_sends_a_given_up_batch_again(client, publisher, alert,
 def test_retrying_failed_batches_needs_the_publish_permission(client, editor, alert):
     response = client.post(reverse("admin:alerts_alert_retry_failed", args=[alert.pk]))
     assert response.status_code == 403
+
+
+# --- A scheduled alert is a publisher's decision --------------------------------------
+
+
+def scheduled(alert) -> Alert:
+    Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SCHEDULED,
+                                             scheduled_for=timezone.now() + timedelta(hours=1))
+    return Alert.objects.get(pk=alert.pk)
+
+
+def edit(client, alert, headline: str):
+    return client.post(f"/admin/alerts/alert/{alert.pk}/change/", {
+        "headline": headline, "standfirst": alert.standfirst, "body": alert.body, "url": alert.url,
+        "image_url": "", "image_alt": "", "topics": list(alert.topics.values_list("pk", flat=True)),
+    })
+
+
+def test_a_writer_cannot_change_a_scheduled_alert_that_the_sweeper_would_then_publish(client, editor, alert):
+    alert = scheduled(alert)
+    page = client.get(f"/admin/alerts/alert/{alert.pk}/change/").content.decode()
+    assert 'name="_save"' not in page  # shown read-only
+    assert edit(client, alert, "The writer's own text").status_code == 403
+    Alert.objects.filter(pk=alert.pk).update(scheduled_for=timezone.now() - timedelta(seconds=1))
+    sweeper.sweep()
+    assert Alert.objects.get(pk=alert.pk).headline == alert.headline
+
+
+def test_a_publisher_may_change_a_scheduled_alert_and_it_stays_scheduled(client, publisher, alert):
+    alert = scheduled(alert)
+    assert edit(client, alert, "Corrected headline").status_code == 302
+    saved = Alert.objects.get(pk=alert.pk)
+    assert (saved.headline, saved.status) == ("Corrected headline", Alert.Status.SCHEDULED)
+
+
+def test_a_writers_form_loaded_before_the_alert_was_scheduled_returns_it_to_draft(editor, alert):
+    from alerts.publishing.services import EditOutcome, alert_save_edit
+
+    form_copy = Alert.objects.get(pk=alert.pk)  # the writer opens the draft ...
+    scheduled(alert)  # ... a publisher schedules it ...
+    form_copy.headline = "The writer's own text"  # ... and the writer saves
+    assert alert_save_edit(alert=form_copy, user=editor) == EditOutcome.RETURNED_TO_DRAFT
+    saved = Alert.objects.get(pk=alert.pk)
+    assert (saved.status, saved.scheduled_for, saved.headline) == (Alert.Status.DRAFT, None,
+                                                                   "The writer's own text")
+
+
+def test_an_alert_sent_while_its_form_was_open_is_not_changed(editor, alert):
+    from alerts.publishing.services import EditOutcome, alert_save_edit
+
+    form_copy = Alert.objects.get(pk=alert.pk)
+    Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SENT)
+    form_copy.headline = "Too late"
+    assert alert_save_edit(alert=form_copy, user=editor) == EditOutcome.REFUSED
+    assert Alert.objects.get(pk=alert.pk).headline != "Too late"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import alerts.tasks  # noqa: F401  (registers the tasks that views queue by name)
 from alerts.common.consent import RequestMeta, record_consent
 from alerts.models import Subscriber, Suppression, TrackingEvent
 from alerts.rights.admin import erase_subscribers, export_subscriber_data

@@ -9,7 +9,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 
-from alerts.common.tokens import link_tokens
+from alerts.common.tokens import data_tokens
 from alerts.models import Batch, ConsentEvent, Delivery, Subscriber, Suppression
 from alerts.subscribers.importer import import_subscribers
 from tests.factories import make_delivery, make_subscriber
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 
 def erase_url(subscriber: Subscriber) -> str:
-    return reverse("alerts:erase", args=[link_tokens.make_token(subscriber.pk)])
+    return reverse("alerts:erase", args=[data_tokens["erase"].make_token(subscriber.pk)])
 
 
 def test_the_erase_page_asks_first_and_changes_nothing(client, erin):
@@ -87,3 +87,14 @@ def test_after_erasure_an_import_is_refused_and_a_signup_needs_a_fresh_opt_in(
         client.post("/", {"email": EMAIL})
     assert Subscriber.objects.get().status == Subscriber.Status.PENDING
     assert [m.to for m in mailoutbox] == [[EMAIL]]
+
+
+def test_erasure_also_removes_signup_requests_still_waiting_for_a_worker(client, erin):
+    from alerts.common.consent import RequestMeta
+    from alerts.models import ConsentRequest
+    from alerts.signup.services import signup_request
+
+    signup_request(email=EMAIL, marketing=True, source="web", meta=RequestMeta(ip="203.0.113.9"))
+    client.post(erase_url(erin))
+    assert not ConsentRequest.objects.exists()
+    assert tables_containing(EMAIL) == []

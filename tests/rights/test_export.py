@@ -7,7 +7,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from alerts.common.tokens import link_tokens
+from alerts.common.tokens import data_tokens, link_tokens
 from alerts.models import Subscriber
 from tests.helpers import EMAIL
 
@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 
 def data_url(subscriber: Subscriber) -> str:
-    return reverse("alerts:data_export", args=[link_tokens.make_token(subscriber.pk)])
+    return reverse("alerts:data_export", args=[data_tokens["export"].make_token(subscriber.pk)])
 
 
 def test_the_data_page_shows_a_download_button_and_no_data(client, erin):

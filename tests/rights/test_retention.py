@@ -122,3 +122,15 @@ def test_the_purge_finds_old_rows_through_an_index_on_send_time():
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'delivery_sent_at_brin'")
         (definition,) = cursor.fetchone()
     assert "USING brin (sent_at)" in definition
+
+
+def test_consent_requests_are_purged_with_the_unconfirmed_signups(settings):
+    from alerts.models import ConsentRequest
+    from alerts.signup.services import signup_request
+
+    settings.UNCONFIRMED_RETENTION_DAYS = 7
+    old = signup_request(email="old@example.com", marketing=False, source="web", meta=RequestMeta(ip="203.0.113.9"))
+    ConsentRequest.objects.filter(pk=old).update(created_at=days_ago(8))
+    fresh = signup_request(email="new@example.com", marketing=False, source="web", meta=RequestMeta())
+    retention.purge_unconfirmed()
+    assert list(ConsentRequest.objects.values_list("pk", flat=True)) == [fresh]

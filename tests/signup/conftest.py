@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import alerts.tasks  # noqa: F401  (registers the tasks that views queue by name)
 from tests.helpers import API, PHONE, SIGNUP, require_service
 
 

@@ -11,24 +11,27 @@ from django.db import connection
 
 from alerts.common.consent import RequestMeta
 from alerts.models import ConsentEvent, Subscriber
-from alerts.signup.services import subscriber_subscribe
+from alerts.signup.services import consent_request_process, signup_request
 
 THREADS = 8
 
 
 def subscribe_together(emails: list[str]) -> None:
-    """Call subscriber_subscribe once per address, all released at the same instant."""
+    """Record one signup per address, then have workers process them all at the same
+    instant."""
+    requests = [signup_request(email=email, marketing=False, source="web", meta=RequestMeta())
+                for email in emails]
     barrier = threading.Barrier(len(emails))
 
-    def signup(email: str) -> None:
+    def signup(request_id: int) -> None:
         try:
             barrier.wait(timeout=10)
-            subscriber_subscribe(email=email, marketing=False, source="web", meta=RequestMeta())
+            consent_request_process(request_id=request_id)
         finally:
             connection.close()  # each thread has its own connection; don't leak it
 
     with ThreadPoolExecutor(max_workers=len(emails)) as pool:
-        for future in [pool.submit(signup, email) for email in emails]:
+        for future in [pool.submit(signup, request_id) for request_id in requests]:
             future.result()  # re-raises anything a thread hit
 
 

@@ -15,7 +15,7 @@ def test_consent_is_recorded_with_wording_privacy_version_and_origin(client, pos
     post_signup(client, marketing="on")
     events = list(ConsentEvent.objects.order_by("id"))
     assert [(e.purpose, e.action, e.source) for e in events] == [
-        ("alerts", "requested", "web"), ("marketing", "given", "web"),
+        ("alerts", "requested", "web"), ("marketing", "requested", "web"),
     ]
     marketing = events[1]
     assert marketing.wording.kind == Wording.Kind.MARKETING

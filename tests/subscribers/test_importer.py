@@ -238,3 +238,61 @@ def test_export_writes_the_import_format_owner_only_and_round_trips(tmp_path):
     Suppression.objects.all().delete()
     report = run_import(tmp_path, path.read_text(encoding="utf-8"))
     assert report[-1] == "Imported 2; skipped 0 (none)."
+
+
+# --- The export file is safe to open ---------------------------------------------------
+
+
+ALICE_CSV = ("email,consent_given_at,consent_source,consent_wording\n"
+             "alice@example.com,2024-05-01T09:30:00Z,old provider,Sign up\n")
+
+
+def test_export_refuses_to_write_through_an_existing_file_or_a_symlink(tmp_path):
+    run_import(tmp_path, ALICE_CSV)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "link.csv"
+    link.symlink_to(victim)
+    shared = tmp_path / "shared.csv"
+    shared.write_text("")
+    os.chmod(shared, 0o644)
+    for path in (link, shared):
+        call_command("export_subscribers", str(path), stdout=io.StringIO())
+        assert not path.is_symlink()
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert "alice@example.com" in path.read_text()
+    assert victim.read_text() == "keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # nothing left behind
+
+
+def test_export_is_recorded(tmp_path):
+    from alerts.models import RightsEvent
+
+    run_import(tmp_path, ALICE_CSV)
+    call_command("export_subscribers", str(tmp_path / "out.csv"), stdout=io.StringIO())
+    event = RightsEvent.objects.get()
+    assert (event.kind, event.via, event.count, event.subscriber_ref) == ("export", "command", 1, None)
+
+
+def test_a_cell_a_spreadsheet_would_run_gets_an_apostrophe_that_the_import_removes():
+    from alerts.subscribers.importer import spreadsheet_safe, unquoted
+
+    for text in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "\nx"):
+        assert spreadsheet_safe(text) == "'" + text
+        assert unquoted(spreadsheet_safe(text)) == text
+    for text in ("Sign up, free", "'quoted", "alice@example.com", "2024-05-01T09:30:00+00:00"):
+        assert spreadsheet_safe(text) == text == unquoted(text)
+
+
+@pytest.mark.parametrize("text", ['=HYPERLINK(""http://evil.example"",""click"")', "+1+2", "-2+3", "@SUM(A1)"])
+def test_export_cells_that_a_spreadsheet_would_run_are_defused_and_import_back(tmp_path, text):
+    run_import(tmp_path, "email,consent_given_at,consent_source,consent_wording\n"
+                         f"alice@example.com,2024-05-01T09:30:00Z,old,\"{text} wording\"\n")
+    imported = ConsentEvent.objects.get().wording.text
+    path = tmp_path / "out.csv"
+    call_command("export_subscribers", str(path), stdout=io.StringIO())
+    [row] = list(csv.DictReader(path.open(encoding="utf-8")))
+    assert row["consent_wording"].startswith("'")
+    Subscriber.objects.all().delete()
+    assert run_import(tmp_path, path.read_text(encoding="utf-8"))[-1] == "Imported 1; skipped 0 (none)."
+    assert ConsentEvent.objects.get().wording.text == imported

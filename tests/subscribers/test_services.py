@@ -114,11 +114,11 @@ def test_turning_alerts_off_leaves_marketing_alone(client):
     assert event.note == "frequency: daily"
 
 
-def test_giving_marketing_consent_records_the_checkbox_label(client):
+def test_asking_for_marketing_records_the_checkbox_label(client):
     alice = make_subscriber()
     client.post(prefs_path(alice), form_data(marketing="on"))
     event = ConsentEvent.objects.get(subscriber=alice)
-    assert (event.purpose, event.action) == ("marketing", "given")
+    assert (event.purpose, event.action) == ("marketing", "requested")
     assert event.wording.text == (
         "I would like to be emailed about offers, events and updates from The Daily Courier")
 

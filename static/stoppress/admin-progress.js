@@ -1,0 +1,16 @@
+// Live progress of an alert being sent: refreshes the figures every second while it
+// is sending or scheduled. A file, not an inline script, for the site's CSP.
+(function () {
+  var table = document.getElementById("progress");
+  if (!table) return;
+  function refresh() {
+    fetch(table.dataset.url, {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (data) {
+      table.querySelectorAll("[data-key]").forEach(function (cell) {
+        var value = data[cell.dataset.key];
+        cell.textContent = value === null || value === "" ? "–" : value;
+      });
+      if (data.status === "sending" || data.status === "scheduled") setTimeout(refresh, 1000);
+    });
+  }
+  setTimeout(refresh, 1000);
+})();
