@@ -304,10 +304,6 @@ DEAD_LETTER_AFTER_TAKEOVERS: int = env.int("DEAD_LETTER_AFTER_TAKEOVERS", defaul
 if CUT_LEASE_SECONDS < 4 or BATCH_LEASE_SECONDS < 4:
     raise ImproperlyConfigured("BATCH_LEASE_SECONDS and CUT_LEASE_SECONDS must be at least 4.")
 
-# Django 6.0's default, now: a URL typed without a scheme (the article URL in the
-# alert form) is taken as https.
-FORMS_URLFIELD_ASSUME_HTTPS = True
-
 RATELIMIT_USE_CACHE = "default"
 # Every limit is keyed by alerts.common.network.ratelimit_key, which follows
 # TRUSTED_PROXIES; django-ratelimit's own "ip" key is never used.

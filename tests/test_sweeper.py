@@ -85,3 +85,28 @@ def test_two_sweeps_never_run_side_by_side():
         assert "skipped" not in sweeper.sweep()
     finally:
         other.close()
+
+
+def test_a_signup_committed_while_the_broker_was_down_is_processed_by_the_sweeper(
+        settings, mailoutbox, monkeypatch, django_capture_on_commit_callbacks):
+    from celery import current_app
+    from kombu.exceptions import OperationalError
+
+    from alerts.common.consent import RequestMeta
+    from alerts.models import ConsentRequest, Subscriber
+    from alerts.signup.services import PROCESS_TASK, signup_request
+
+    def broker_down(**kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(current_app.tasks[PROCESS_TASK], "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        signup_request(email="reader@example.com", marketing=False, source="web", meta=RequestMeta())
+    monkeypatch.undo()
+    assert ConsentRequest.objects.get().processed_at is None and mailoutbox == []
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # the broker is back
+    later = timezone.now() + timedelta(seconds=settings.SWEEP_REQUEUE_AFTER_SECONDS + 1)
+    sweeper.sweep(now=later)
+    assert ConsentRequest.objects.get().processed_at is not None
+    assert Subscriber.objects.get().email == "reader@example.com"
+    assert [message.to for message in mailoutbox] == [["reader@example.com"]]

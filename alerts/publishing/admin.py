@@ -7,6 +7,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -45,6 +46,8 @@ class AlertAdmin(admin.ModelAdmin):
     readonly_fields = ["status", "author", "published_by", "published_at", "scheduled_for",
                        "first_handoff_at", "last_handoff_at", "finished_at", "audience_size"]
     change_form_template = "admin/alerts/alert/change_form.html"
+    # A link typed without a scheme is taken as https (Django 6.0's default, now).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def get_fields(self, request: HttpRequest, obj=None):
         return self.fields + (self.readonly_fields if obj else [])
