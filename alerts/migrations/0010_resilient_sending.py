@@ -3,6 +3,15 @@
 from django.db import migrations, models
 
 
+def set_lock_timeout(apps, schema_editor):
+    # These columns rewrite no table (their defaults are constants), but adding them takes
+    # an exclusive lock on alerts_alert and alerts_batch, which every claim and every
+    # progress page need too: waiting for it behind a long query would queue them all.
+    # Give up instead, and run the migration again. SET LOCAL: for this transaction only.
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("SET LOCAL lock_timeout = '5s'")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -10,6 +19,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(set_lock_timeout, migrations.RunPython.noop),
         migrations.AddField(
             model_name='alert',
             name='cut_by',
@@ -60,4 +70,5 @@ class Migration(migrations.Migration):
             name='waiting_since',
             field=models.DateTimeField(blank=True, null=True),
         ),
+        migrations.RunPython(migrations.RunPython.noop, set_lock_timeout),
     ]
