@@ -6,6 +6,13 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def set_lock_timeout(apps, schema_editor):
+    """Adding a column to the subscriber table takes a brief exclusive lock: wait for it
+    at most 5 s, rather than queue every signup behind a long query (issue 11)."""
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("SET LOCAL lock_timeout = '5s'")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -14,6 +21,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(set_lock_timeout, migrations.RunPython.noop),
         migrations.AlterModelOptions(
             name='subscriber',
             options={'permissions': [('export_subscriber_data', "Can download subscribers' personal data"), ('erase_subscriber', 'Can erase subscribers')]},
@@ -63,4 +71,5 @@ class Migration(migrations.Migration):
                 'indexes': [models.Index(fields=['email_hmac'], name='consent_request_email_hmac'), models.Index(fields=['created_at'], name='consent_request_created_at'), models.Index(condition=models.Q(('processed_at__isnull', True)), fields=['created_at'], name='consent_request_unprocessed')],
             },
         ),
+        migrations.RunPython(migrations.RunPython.noop, set_lock_timeout),
     ]
