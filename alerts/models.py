@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
-from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Lower
@@ -397,6 +396,10 @@ class Batch(models.Model):
     # Calls that timed out after the request was sent: the provider may have accepted
     # them, so such a batch is sent again at most once.
     timeouts_after_send = models.PositiveSmallIntegerField(default=0)
+    # When the retention purge deleted this batch's ledger rows. The purge finds old
+    # rows through their batches (by the indexes that already serve a batch's rows), so
+    # the ledger needs no index by time: one measured 10% of PostgreSQL's time per send.
+    purged_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
     # The provider's id for the batch's one API call (Mailgun gives every recipient of a
@@ -507,10 +510,6 @@ class Delivery(models.Model):
             models.Index(fields=["message_id"], name="delivery_message_id", condition=~Q(message_id="")),
             models.Index(fields=["digest_run", "batch"], name="delivery_digest_run_batch",
                          condition=Q(digest_run__isnull=False)),
-            # The nightly purge finds old rows by send time. BRIN: a few pages that
-            # summarise each range of the table, since rows are appended in time
-            # order; almost free for the million-row inserts of a send, unlike a b-tree.
-            BrinIndex(fields=["sent_at"], name="delivery_sent_at_brin", autosummarize=True),
         ]
         constraints = [
             models.UniqueConstraint(

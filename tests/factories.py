@@ -19,14 +19,15 @@ def make_subscriber(email: str = "alice@example.com", **fields) -> Subscriber:
 
 def make_delivery(subscriber: Subscriber, *, message_id: str = "<m1@mg.example.com>",
                   headline: str = "Breaking: test alert", status: str = "sent", sent_at=None):
-    """A delivery ledger row, with the alert and batch it needs."""
+    """A delivery ledger row, with the alert and batch it needs (cut when it was sent)."""
     from alerts.models import Alert, Batch, Delivery
 
+    sent_at = sent_at or timezone.now()
     alert = Alert.objects.create(headline=headline)
     batch = Batch.objects.create(alert=alert, first_subscriber_id=subscriber.pk,
-                                 last_subscriber_id=subscriber.pk)
+                                 last_subscriber_id=subscriber.pk, created_at=sent_at)
     return Delivery.objects.create(alert=alert, subscriber=subscriber, batch=batch, status=status,
-                                   message_id=message_id, sent_at=sent_at or timezone.now())
+                                   message_id=message_id, sent_at=sent_at)
 
 
 def make_batch_deliveries(subscribers: list[Subscriber], *, message_id: str = "<m1@mg.example.com>",

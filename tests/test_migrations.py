@@ -49,8 +49,6 @@ EXPECTED_INDEXES = {
      " WHERE (NOT ((message_id)::text = ''::text))"),
     ("alerts_delivery", "delivery_once_per_alert",
      "CREATE UNIQUE INDEX delivery_once_per_alert ON public.alerts_delivery USING btree (alert_id, subscriber_id)"),
-    ("alerts_delivery", "delivery_sent_at_brin",
-     "CREATE INDEX delivery_sent_at_brin ON public.alerts_delivery USING brin (sent_at) WITH (autosummarize='on')"),
     ("alerts_delivery", "delivery_once_per_digest_period",
      "CREATE UNIQUE INDEX delivery_once_per_digest_period ON public.alerts_delivery"
      " USING btree (subscriber_id, digest_key) WHERE (NOT ((digest_key)::text = ''::text))"),

@@ -16,7 +16,7 @@ def set_lock_timeout(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('alerts', '0011_delivery_sent_at_brin'),
+        ('alerts', '0011_batch_purged_at'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -8,7 +8,8 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Max, QuerySet
+from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from ..models import Batch, ConsentRequest, Delivery, Subscriber, TrackingEvent
@@ -55,43 +56,31 @@ def purge_old_deliveries(*, now=None, seconds: float | None = None) -> int:
     DELIVERY_RETENTION_DAYS. Returns the number of delivery rows deleted; stops after
     `seconds` (PURGE_SECONDS), and old_deliveries_remain() then says whether to go on.
 
-    Old rows are found through the BRIN index on sent_at, then deleted in chunks of
-    ids walked upwards (keyset), so no chunk scans again what an earlier one deleted."""
+    Old rows are found through their batches: a batch cut before the cutoff has its
+    rows deleted in one statement by the index that serves a batch's rows (an alert's
+    by its (alert, subscriber) range, a digest run's by (digest_run, batch)), and is
+    marked purged, so no run looks at it again. The ledger itself needs no index by
+    time, which would cost every send. (A batch's rows are sent within its give-up
+    time of its cut, so a row is kept at most that much longer than the period.)"""
     cutoff = (now or timezone.now()) - timedelta(days=settings.DELIVERY_RETENTION_DAYS)
     stop = time.monotonic() + (PURGE_SECONDS if seconds is None else seconds)
-    deleted = _delete_sent_before(cutoff, stop) + _delete_reserved_before(cutoff, stop)
+    deleted = 0
+    for batch in _unpurged_before(cutoff).order_by("pk").iterator(chunk_size=500):
+        if time.monotonic() >= stop:
+            break
+        with transaction.atomic():
+            deleted += Delivery.objects.of_batch(batch).delete()[0]
+            Batch.objects.filter(pk=batch.pk).update(purged_at=timezone.now())
     events = _delete_in_chunks(TrackingEvent.objects.filter(occurred_at__lt=cutoff))
     logger.info("Purged %d deliveries and %d provider events older than %s", deleted, events, cutoff)
     return deleted
 
 
 def old_deliveries_remain(*, now=None) -> bool:
+    """Whether a batch older than the retention period still has its ledger rows."""
     cutoff = (now or timezone.now()) - timedelta(days=settings.DELIVERY_RETENTION_DAYS)
-    return Delivery.objects.filter(sent_at__lt=cutoff).exists() or _reserved_before(cutoff).exists()
+    return _unpurged_before(cutoff).exists()
 
 
-def _delete_sent_before(cutoff, stop: float) -> int:
-    old = Delivery.objects.filter(sent_at__lt=cutoff)
-    last_old = old.aggregate(m=Max("pk"))["m"]  # the old rows end here: ids rise with time
-    deleted, after = 0, 0
-    while last_old is not None and time.monotonic() < stop:
-        ids = list(old.filter(pk__gt=after, pk__lte=last_old).order_by("pk").values_list("pk", flat=True)[:CHUNK])
-        if not ids:
-            break
-        Delivery.objects.filter(pk__in=ids).delete()
-        deleted, after = deleted + len(ids), ids[-1]
-    return deleted
-
-
-def _reserved_before(cutoff) -> QuerySet[Delivery]:
-    # Rows reserved for a digest but never sent have no sent_at: their batch dates them.
-    return Delivery.objects.filter(sent_at__isnull=True, batch__created_at__lt=cutoff)
-
-
-def _delete_reserved_before(cutoff, stop: float) -> int:
-    deleted = 0
-    for batch in Batch.objects.filter(created_at__lt=cutoff).order_by("pk").iterator(chunk_size=500):
-        if time.monotonic() >= stop:
-            break
-        deleted += _delete_in_chunks(Delivery.objects.of_batch(batch).filter(sent_at__isnull=True))
-    return deleted
+def _unpurged_before(cutoff) -> QuerySet[Batch]:
+    return Batch.objects.filter(created_at__lt=cutoff, purged_at__isnull=True)
