@@ -36,7 +36,8 @@ Endpoints:
 
 ``--log-requests FILE`` appends one tab-separated line per message call: arrived,
 accepted (or -), answered (epoch seconds), HTTP status, the fault that shaped the
-answer (outage, rate_limit, fail, held, or -), recipient count, first recipient.
+answer (outage, rate_limit, fail, held, or -), recipient count, first recipient, and
+the message id of an accepted call (or -).
 
 Stdlib only, so it runs anywhere the test suite does.
 """
@@ -714,6 +715,7 @@ class FakeMailgun:
             f"{arrived:.6f}", "-" if accepted is None else f"{accepted:.6f}",
             f"{time.time():.6f}", str(status), fault, str(len(recipients)),
             recipients[0] if recipients else "-",
+            "-" if call is None else call.message_id,
         ))
         with self._lock:
             if self._request_log is not None:
@@ -974,7 +976,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--log-requests",
         metavar="FILE",
         help="append one line per message call, answered or refused (arrived,"
-        " accepted, answered, status, fault, recipients, first recipient)",
+        " accepted, answered, status, fault, recipients, first recipient, message id)",
     )
     parser.add_argument(
         "--keep-calls",
