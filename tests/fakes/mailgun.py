@@ -37,7 +37,8 @@ Endpoints:
 ``--log-requests FILE`` appends one tab-separated line per message call: arrived,
 accepted (or -), answered (epoch seconds), HTTP status, the fault that shaped the
 answer (outage, rate_limit, fail, held, or -), recipient count, first recipient, and
-the message id of an accepted call (or -).
+the message id of an accepted call (or -). ``--log-arrivals FILE`` appends
+``<epoch>\t<client port>`` as each message call arrives, before it is answered.
 
 Stdlib only, so it runs anywhere the test suite does.
 """
@@ -375,6 +376,7 @@ class FakeMailgun:
         domains: Iterable[str] | None = None,
         max_recipients: int | None = MAILGUN_MAX_RECIPIENTS,
         request_log_path: str | os.PathLike[str] | None = None,
+        arrival_log_path: str | os.PathLike[str] | None = None,
     ) -> None:
         """
         record_path: append "<message-id>\\t<recipient>\\n" per accepted recipient.
@@ -384,6 +386,8 @@ class FakeMailgun:
         max_recipients: Mailgun's per-call limit; None disables the check.
         request_log_path: append one line per message call, answered or refused
             (see the module docstring), for timing faults from outside.
+        arrival_log_path: append "<epoch>\\t<client port>" as each message call
+            arrives, before it is answered.
         """
         self._requested_port = port
         self._api_key = api_key
@@ -405,6 +409,8 @@ class FakeMailgun:
         self._record: IO[str] | None = None
         self._request_log_path = request_log_path
         self._request_log: IO[str] | None = None
+        self._arrival_log_path = arrival_log_path
+        self._arrival_log: IO[str] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -418,6 +424,8 @@ class FakeMailgun:
             self._record = open(self._record_path, "a", encoding="utf-8")  # noqa: SIM115
         if self._request_log_path is not None:
             self._request_log = open(self._request_log_path, "a", encoding="utf-8")  # noqa: SIM115
+        if self._arrival_log_path is not None:
+            self._arrival_log = open(self._arrival_log_path, "a", encoding="utf-8")  # noqa: SIM115
         self._server = _Server((HOST, self._requested_port), self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -444,9 +452,10 @@ class FakeMailgun:
             if self._record is not None:
                 self._record.close()
                 self._record = None
-            if self._request_log is not None:
-                self._request_log.close()
-                self._request_log = None
+            for log in (self._request_log, self._arrival_log):
+                if log is not None:
+                    log.close()
+            self._request_log = self._arrival_log = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -525,8 +534,9 @@ class FakeMailgun:
             self._first_accepted_at = self._last_accepted_at = None
             if self._record is not None:
                 self._record.truncate(0)
-            if self._request_log is not None:
-                self._request_log.truncate(0)
+            for log in (self._request_log, self._arrival_log):
+                if log is not None:
+                    log.truncate(0)
 
     # -- fault injection ---------------------------------------------------
 
@@ -617,10 +627,17 @@ class FakeMailgun:
     # -- request handling (called from handler threads) --------------------
 
     def handle_send(
-        self, domain: str, headers: dict[str, str], body: bytes
+        self,
+        domain: str,
+        headers: dict[str, str],
+        body: bytes,
+        client_port: int | None = None,
     ) -> Response:
-        """Answer one POST /v3/<domain>/messages as Mailgun would."""
+        """Answer one POST /v3/<domain>/messages as Mailgun would. Its arrival is
+        logged first (with the client's port, when given), so that the chaos benchmark
+        can find the worker process waiting for it while it is being answered."""
         arrived = time.time()
+        self._log_arrival(arrived, client_port)
         with self._lock:
             self._counts["requests"] += 1
         delay = self._faults.delay  # a float read needs no lock
@@ -689,6 +706,14 @@ class FakeMailgun:
             faults.hang_next -= 1
             self._counts["held"] += 1
             return faults.hang_seconds
+
+    def _log_arrival(self, arrived: float, client_port: int | None) -> None:
+        if self._arrival_log is None:
+            return
+        with self._lock:
+            if self._arrival_log is not None:
+                self._arrival_log.write(f"{arrived:.6f}\t{client_port or 0}\n")
+                self._arrival_log.flush()
 
     def _log_request(
         self,
@@ -875,7 +900,9 @@ class _Handler(BaseHTTPRequestHandler):
         match = _MESSAGES_PATH.fullmatch(path)
         if match:
             headers = {k.lower(): v for k, v in self.headers.items()}
-            self._send(*self.server.fake.handle_send(unquote(match[1]), headers, body))
+            fake = self.server.fake
+            port = self.client_address[1]
+            self._send(*fake.handle_send(unquote(match[1]), headers, body, port))
         elif path == "/_control":
             self._send(*self._control(body))
         else:
@@ -950,6 +977,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_calls=args.keep_calls,
         max_recipients=args.max_recipients or None,
         request_log_path=args.log_requests,
+        arrival_log_path=args.log_arrivals,
     )
     fake.start()
     print(f"listening on {fake.api_url}", flush=True)
@@ -977,6 +1005,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="append one line per message call, answered or refused (arrived,"
         " accepted, answered, status, fault, recipients, first recipient, message id)",
+    )
+    parser.add_argument(
+        "--log-arrivals",
+        metavar="FILE",
+        help="append '<epoch>\\t<client port>' as each message call arrives",
     )
     parser.add_argument(
         "--keep-calls",

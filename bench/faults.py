@@ -1,0 +1,438 @@
+"""The faults of the chaos benchmark (bench/chaos.py), one class per scenario: what it
+needs (a private broker or database), how it strikes, when it is over, and the
+recovery target the issue sets for it.
+
+A fault is driven by the run's watch loop (bench/chaos_run.py): `arm` just before the
+alert is published, then `tick` at every poll with the latest look at the alert
+(`Progress`, None while the database does not answer). It records when it struck
+(`started_at`) and when it was cleared (`cleared_at`: the restart done, the outage
+over), both in epoch seconds, with the evidence that it really struck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+from typing import IO, TYPE_CHECKING, ClassVar
+
+from bench.topology import io_bytes
+
+if TYPE_CHECKING:
+    from bench.chaos_run import ChaosRun
+    from bench.jobs import Progress
+
+# Scenario sizes from the issue: a kill or restart needs a send long enough to land in
+# (200,000 readers take about 2.5 s on a good day); the provider faults last for a time
+# of their own, and 20,000 readers are enough to load every batch with retries.
+BIG, SMALL = 200_000, 20_000
+
+
+class Fault:
+    """One scenario's fault. Subclasses set the class attributes and override the
+    steps they need."""
+
+    name: ClassVar[str]
+    about: ClassVar[str]  # one line for --help and the report
+    default_subscribers: ClassVar[int] = BIG
+    private_redis: ClassVar[bool] = False
+    private_postgres: ClassVar[bool] = False
+    # Struck before any provider call it affects: no reader can have had a copy the
+    # engine did not record, so the target is 0 duplicates rather than <= in flight.
+    before_provider_call: ClassVar[bool] = False
+    # A fault that lasts to the end of the run has no "cleared" moment; recovery is
+    # timed from the moment it struck.
+    lasting: ClassVar[bool] = False
+    # (measured from, seconds): "publish" or "cleared"; None for no time target.
+    recovery_target: ClassVar[tuple[str, float] | None] = None
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.started_at: float | None = None
+        self.cleared_at: float | None = None
+        self.in_flight: int | None = None  # readers SENDING at the strike
+        self.missed = ""  # why the fault could not strike, if it could not
+        self.evidence: list[str] = []
+
+    # -- what the scenario needs --------------------------------------------------
+
+    def worker_env(self) -> dict[str, str]:
+        return {}
+
+    def flags(self) -> list[str]:
+        """This scenario's options, for the command that reproduces it."""
+        return []
+
+    # -- the steps ----------------------------------------------------------------
+
+    def arm(self, run: ChaosRun) -> None:
+        """Just before publishing."""
+
+    def tick(self, run: ChaosRun, progress: Progress | None) -> None:
+        """At every poll after publishing."""
+
+    def poll_interval(self) -> float:
+        """Seconds between polls: short until the fault has struck."""
+        return 0.1 if self.started_at or self.missed else 0.005
+
+    def look_interval(self) -> float:
+        """Seconds between looks at the alert's rows: every poll until the fault has
+        struck (its moment depends on them), then a few times a second."""
+        return 0.1 if self.started_at or self.missed else 0.0
+
+    def over(self, now: float) -> bool:
+        """Whether the fault has struck and been cleared (or could not strike)."""
+        if self.missed:
+            return True
+        if self.lasting:
+            return self.started_at is not None
+        return self.cleared_at is not None and now >= self.cleared_at
+
+    def may_end_before_cleared(self) -> bool:
+        """Whether a run whose alert has finished may end while the fault lasts (a
+        finished alert is not resumed by the provider's return)."""
+        return self.lasting
+
+    # -- helpers for subclasses ---------------------------------------------------
+
+    def strike(self, run: ChaosRun, what: str, progress: Progress | None = None) -> None:
+        """Record that the fault struck now, with the readers in flight read from the
+        batch table at this moment (or given, when the table is about to go away)."""
+        self.started_at = time.time()
+        look = progress if progress is not None else run.look()
+        self.in_flight = look.sending_readers if look else None
+        sending = f"{len(look.sending)} batches SENDING ({look.sending_readers:,} readers)" if look else "?"
+        run.note(f"{what}; {sending}, {run.tail.unique:,}/{run.expected:,} readers handed off so far")
+
+    def clear(self, run: ChaosRun, what: str, at: float | None = None) -> None:
+        self.cleared_at = at or time.time()
+        run.note(what, at=self.cleared_at)
+
+    def give_up(self, run: ChaosRun, why: str) -> None:
+        self.missed = why
+        run.note(f"fault NOT injected: {why}")
+
+    def mid_send(self, run: ChaosRun, progress: Progress | None) -> bool:
+        """The moment for a fault mid-send: batches are SENDING and at least
+        --fault-at of the readers have been handed off."""
+        if progress is None or self.started_at or self.missed:
+            return False
+        if progress.status != "sending":
+            self.give_up(run, f"the alert was {progress.status} before the fault's moment"
+                              f" ({self.args.fault_at:.0%} handed off and a batch SENDING)")
+            return False
+        return bool(progress.sending) and run.tail.unique >= self.args.fault_at * run.expected
+
+
+class KillChildCut(Fault):
+    name = "kill-child-cut"
+    about = ("SIGKILL the pool process that is cutting the audience into batches, once"
+             " --cut-batches batches exist and fanned_out_at is still null")
+    before_provider_call = True
+    recovery_target = ("publish", 20.0)
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.baseline: dict[int, int] = {}
+        self.cutter: int | None = None
+
+    def flags(self) -> list[str]:
+        return ["--cut-batches", str(self.args.cut_batches)]
+
+    def arm(self, run: ChaosRun) -> None:
+        # The pool is idle now (warmed up, no task queued): the first process to
+        # read anything after publishing has taken the fan-out task.
+        self.baseline = {pid: io_bytes(pid) for pid in run.topology.pool_children()}
+
+    def poll_interval(self) -> float:
+        return 0.1 if self.started_at or self.missed else 0.001
+
+    def tick(self, run: ChaosRun, progress: Progress | None) -> None:
+        if self.started_at or self.missed:
+            return
+        if self.cutter is None:
+            moved = [pid for pid, seen in self.baseline.items() if io_bytes(pid) != seen]
+            if moved:
+                self.cutter = moved[0]
+                run.note(f"pool process {self.cutter} took the first task after publishing: the cut")
+        if progress is None:
+            return
+        if progress.fanned_out or progress.status != "sending":
+            self.give_up(run, f"the cut had finished (fanned_out_at set, {progress.cut} batches)"
+                              " before the kill")
+        elif self.cutter and progress.cut >= self.args.cut_batches:
+            os.kill(self.cutter, signal.SIGKILL)
+            self.strike(run, f"SIGKILLed pool process {self.cutter} during the cut: {progress.cut}"
+                             " batches cut, fanned_out_at null")
+            self.cleared_at = self.started_at
+
+    def confirm(self, run: ChaosRun) -> None:
+        again = run.topology.redelivered_tasks().get("alerts.fan_out_alert", 0)
+        run.note(f"the fan-out task was handed out again after the kill ({again} task id(s) received twice):"
+                 " the killed process was running it" if again else
+                 "no fan-out task was received twice: the killed process may not have been the cutter")
+
+
+class KillChildSend(Fault):
+    name = "kill-child-send"
+    about = ("SIGKILL one pool process mid-send (--fault-at of the readers handed off): the one"
+             " whose provider call has just reached the fake, so its batch is claimed and unrecorded")
+    recovery_target = ("publish", 20.0)
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.arrivals: IO[str] | None = None
+        self.sending_at_strike: set[int] = set()
+        self.checked = False
+        self.call_arrived: float | None = None  # the victim's provider call
+
+    def flags(self) -> list[str]:
+        return ["--fault-at", str(self.args.fault_at)]
+
+    def arm(self, run: ChaosRun) -> None:
+        self.arrivals = open(run.topology.arrivals)  # noqa: SIM115  (closed at the strike)
+        self.arrivals.seek(0, os.SEEK_END)
+
+    def poll_interval(self) -> float:
+        return 0.1 if self.started_at or self.missed else 0.0005
+
+    def look_interval(self) -> float:
+        # Its moment is read from the fake's arrivals log, which is quicker than the
+        # database; the rows only say whether the alert is still sending.
+        return 0.1 if self.started_at or self.missed else 0.05
+
+    def tick(self, run: ChaosRun, progress: Progress | None) -> None:
+        if not self.started_at and not self.missed:
+            arrived = self.arrivals.readlines()
+            if progress is not None and progress.status != "sending":
+                self.give_up(run, f"the alert was {progress.status} before a provider call could be"
+                                  f" caught arriving after {self.args.fault_at:.0%} were handed off")
+            elif arrived and run.tail.unique >= self.args.fault_at * run.expected:
+                self._kill_caller(run, arrived[-1])
+        elif not self.checked and self.started_at and time.time() > self.started_at + 2 and progress:
+            self.checked = True
+            stuck = self.sending_at_strike & {pk for pk, _ in progress.sending}
+            run.note(f"2 s after the kill, batch(es) {sorted(stuck)} still SENDING: held by the dead process"
+                     if stuck else "2 s after the kill no batch SENDING at the kill is still SENDING")
+
+    def _kill_caller(self, run: ChaosRun, line: str) -> None:
+        at, _, port = line.strip().partition("\t")
+        victim = run.topology.pool_process_calling({int(port)})
+        if victim is None or time.time() - float(at) > 0.005:
+            return  # another process's call, or too old to be in progress still: the next
+        os.kill(victim, signal.SIGKILL)
+        self.call_arrived = float(at)
+        self.strike(run, f"SIGKILLed pool process {victim} {time.time() - self.call_arrived:.4f} s after its"
+                         f" provider call reached the fake (from port {port})")
+        self.cleared_at = self.started_at
+        self.arrivals.close()
+        look = run.look()
+        self.sending_at_strike = {pk for pk, _ in look.sending} if look else set()
+
+    def confirm(self, run: ChaosRun) -> None:
+        again = run.topology.redelivered_tasks().get("alerts.send_batch", 0)
+        run.note(f"{again} send_batch task id(s) were received twice (handed out again after the kill)")
+        call = run.call_log().arrived_at(self.call_arrived) if self.call_arrived else None
+        if call is not None and self.started_at:
+            when = "after" if call.answered > self.started_at else "before"
+            run.note(f"the killed process's call for the batch of {call.batch} was answered {call.status}"
+                     f" {abs(call.answered - self.started_at):.4f} s {when} the kill"
+                     f"{' (accepted: its readers have it)' if call.accepted else ''}")
+
+
+class KillWorker(Fault):
+    name = "kill-worker"
+    about = ("SIGKILL the whole worker (main process and pool) mid-send and start it again"
+             " --restart-after seconds later")
+    recovery_target = ("cleared", 15.0)
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.ready_at: float | None = None
+
+    def flags(self) -> list[str]:
+        return ["--fault-at", str(self.args.fault_at), "--restart-after", str(self.args.restart_after)]
+
+    def poll_interval(self) -> float:
+        return 0.005 if not self.started_at else 0.05
+
+    def tick(self, run: ChaosRun, progress: Progress | None) -> None:
+        if self.mid_send(run, progress):
+            pids = run.topology.kill_worker()
+            self.strike(run, f"SIGKILLed the worker: main process {pids[0]} and pool {pids[1:]}")
+        elif self.started_at and self.cleared_at is None and time.time() >= self.started_at + self.args.restart_after:
+            proc = run.topology.start_worker()
+            self.clear(run, f"worker restarted as pid {proc.pid}")
+        elif self.cleared_at and self.ready_at is None and run.topology.worker_ready_logged():
+            self.ready_at = time.time()
+            run.note("the restarted worker logged 'ready'")
+
+
+class RedisRestart(Fault):
+    name = "redis-restart"
+    about = ("SIGKILL the broker (a private redis-server without persistence) mid-send and"
+             " start it again on the same port --down-seconds later: every queued task is lost")
+    private_redis = True
+    recovery_target = ("cleared", 30.0)
+
+    def flags(self) -> list[str]:
+        return ["--fault-at", str(self.args.fault_at), "--down-seconds", str(self.args.down_seconds)]
+
+    def tick(self, run: ChaosRun, progress: Progress | None) -> None:
+        redis = run.redis
+        if self.mid_send(run, progress):
+            queued = run.broker_backlog()
+            pid = redis.kill()
+            self.strike(run, f"SIGKILLed redis-server {pid} on :{redis.port} ({queued})")
+        elif self.started_at and self.cleared_at is None and time.time() >= self.started_at + self.args.down_seconds:
+            answered = redis.start()
+            self.clear(run, f"redis-server restarted empty as pid {redis.proc.pid}, answering PING", at=answered)
+
+
+class PostgresRestart(Fault):
+    name = "postgres-restart"
+    about = ("restart the database (a private cluster: pg_ctl stop -m --pg-stop-mode, start"
+             " --down-seconds later) mid-send")
+    private_postgres = True
+    recovery_target = ("cleared", 30.0)
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.stopped_at: float | None = None
+
+    def flags(self) -> list[str]:
+        return ["--fault-at", str(self.args.fault_at), "--down-seconds", str(self.args.down_seconds),
+                "--pg-stop-mode", self.args.pg_stop_mode]
+
+    def tick(self, run: ChaosRun, progress: Progress | None) -> None:
+        pg = run.postgres
+        if self.mid_send(run, progress):
+            pid = pg.postmaster_pid()
+            # Readers in flight are read now: the table is gone in a moment.
+            self.strike(run, f"stopping PostgreSQL {pid} on :{pg.port} (pg_ctl stop -m {self.args.pg_stop_mode})",
+                        progress=run.look())
+            pg.stop(self.args.pg_stop_mode)
+            self.stopped_at = time.time()
+            run.note("PostgreSQL stopped", at=self.stopped_at)
+        elif self.stopped_at and self.cleared_at is None and time.time() >= self.stopped_at + self.args.down_seconds:
+            ready = pg.start()
+            self.clear(run, f"PostgreSQL started again as pid {pg.postmaster_pid()}, accepting connections",
+                       at=ready)
+
+
+class ProviderOutage(Fault):
+    name = "provider-outage"
+    about = "the fake answers every call with 503 for --outage-seconds from the moment of publishing"
+    default_subscribers = SMALL
+    before_provider_call = True
+    recovery_target = ("cleared", 20.0)
+
+    def flags(self) -> list[str]:
+        return ["--outage-seconds", str(self.args.outage_seconds), "--backoff-cap", str(self.args.backoff_cap)]
+
+    def arm(self, run: ChaosRun) -> None:
+        until = run.fake_control({"outage_seconds": self.args.outage_seconds})["outage_until"]
+        self.started_at = until - self.args.outage_seconds
+        self.cleared_at = until
+        self.in_flight = 0
+        run.note(f"the fake answers 503 until {self.args.outage_seconds:g} s from now", at=self.started_at)
+
+    def poll_interval(self) -> float:
+        return 0.1
+
+    def tick(self, run: ChaosRun, progress: Progress | None) -> None:
+        if self.cleared_at and time.time() >= self.cleared_at and not self.evidence:
+            refused = run.fake_stats().get("refused_outage")
+            self.evidence.append("seen")
+            run.note(f"outage over: the fake refused {refused:,} calls with 503", at=self.cleared_at)
+
+    def may_end_before_cleared(self) -> bool:
+        return True
+
+
+class ProviderRateLimit(Fault):
+    name = "provider-rate-limit"
+    about = "the fake answers 429 with Retry-After to calls beyond --rate-limit per second, for the whole run"
+    default_subscribers = SMALL
+    before_provider_call = True
+    lasting = True
+
+    def flags(self) -> list[str]:
+        return ["--rate-limit", str(self.args.rate_limit), "--retry-after", str(self.args.retry_after)]
+
+    def arm(self, run: ChaosRun) -> None:
+        run.fake_control({"rate_limit": self.args.rate_limit, "retry_after": self.args.retry_after})
+        self.started_at = time.time()
+        self.in_flight = 0
+        run.note(f"the fake lets {self.args.rate_limit} calls a second through and answers the rest 429,"
+                 f" Retry-After {self.args.retry_after}", at=self.started_at)
+
+    def poll_interval(self) -> float:
+        return 0.1
+
+
+class ProviderSlow(Fault):
+    name = "provider-slow"
+    about = "the fake takes --slow-seconds over every call, for the whole run"
+    default_subscribers = SMALL
+    before_provider_call = True
+    lasting = True
+
+    def flags(self) -> list[str]:
+        return ["--slow-seconds", str(self.args.slow_seconds)]
+
+    def arm(self, run: ChaosRun) -> None:
+        run.fake_control({"delay": self.args.slow_seconds})
+        self.started_at = time.time()
+        self.in_flight = 0
+        run.note(f"the fake takes {self.args.slow_seconds:g} s over every call", at=self.started_at)
+
+    def poll_interval(self) -> float:
+        return 0.1
+
+
+class TimeoutAfterAccept(Fault):
+    name = "timeout-after-accept"
+    about = ("the fake accepts the first --timeouts calls (records them as handed off) and holds"
+             " each answer --hang-seconds, past the workers' --client-timeout")
+    default_subscribers = SMALL
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.next_look = 0.0
+
+    def worker_env(self) -> dict[str, str]:
+        return {"ANYMAIL_REQUESTS_TIMEOUT": str(self.args.client_timeout)}
+
+    def flags(self) -> list[str]:
+        return ["--timeouts", str(self.args.timeouts), "--hang-seconds", str(self.args.hang_seconds),
+                "--client-timeout", str(self.args.client_timeout)]
+
+    def arm(self, run: ChaosRun) -> None:
+        run.fake_control({"accept_then_hang": self.args.timeouts, "hang_seconds": self.args.hang_seconds})
+        self.started_at = time.time()
+        self.in_flight = 0
+        run.note(f"the fake accepts the next {self.args.timeouts} calls and answers each after"
+                 f" {self.args.hang_seconds:g} s (client timeout {self.args.client_timeout:g} s)",
+                 at=self.started_at)
+
+    def poll_interval(self) -> float:
+        return 0.1
+
+    def tick(self, run: ChaosRun, progress: Progress | None) -> None:
+        if self.cleared_at or time.time() < self.next_look:
+            return
+        self.next_look = time.time() + 0.25
+        stats = run.fake_stats()
+        if stats.get("hang_pending") == 0 and stats.get("held", 0) == stats.get("held_released", -1):
+            # Refined afterwards from the request log: when the last held answer went out.
+            self.clear(run, f"all {stats['held']} held calls answered (each too late for the client)")
+
+    def may_end_before_cleared(self) -> bool:
+        return True
+
+
+SCENARIOS: dict[str, type[Fault]] = {cls.name: cls for cls in (
+    KillChildCut, KillChildSend, KillWorker, RedisRestart, PostgresRestart,
+    ProviderOutage, ProviderRateLimit, ProviderSlow, TimeoutAfterAccept)}
