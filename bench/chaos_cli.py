@@ -38,7 +38,7 @@ from bench.jobs import AlertJob, digest_hour_now, warm_up
 from bench.observe import background_load
 from bench.processes import Processes, backend_env, base_env
 from bench.report import code_version, machine, write_json
-from bench.seed import clear_run_tables, ensure_database, migrate, seed_subscribers
+from bench.seed import clear_run_tables, ensure_database, foreign_migrations, migrate, seed_subscribers
 from bench.stores import PrivatePostgres, PrivateRedis
 from bench.topology import Topology
 
@@ -109,8 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="keep the run's alert, batches, ledger and the fake's record file")
     setup.add_argument("--quiet-below", type=float, default=25, metavar="PCT",
                        help="before publishing, wait until the machine is less busy than this (default 25%%)")
-    setup.add_argument("--max-quiet-wait", type=float, default=60, metavar="S",
-                       help="but publish anyway after this many seconds (default 60)")
+    setup.add_argument("--max-quiet-wait", type=float, default=20, metavar="S",
+                       help="but publish anyway after this many seconds (default 20)")
     args = parser.parse_args(argv)
     if args.subscribers < 0 or not 0 <= args.fault_at < 1 or args.rate_limit < 1 or args.cut_batches < 1:
         parser.error("--subscribers must be >= 0, --fault-at in [0, 1), --rate-limit and --cut-batches >= 1")
@@ -162,6 +162,10 @@ def _run(args: argparse.Namespace, fault: Fault, readers: int, run_dir: Path, pr
 
     env = worker_env(args, fault)
     ensure_database(pg_server)
+    foreign = foreign_migrations(pg_server)
+    if foreign:
+        raise RuntimeError(f"{pg_server}/stoppress_bench has migrations this checkout does not ({', '.join(foreign)}):"
+                           " other code uses it; run with --private-servers")
     migrate(env, run_dir / "migrate.log")
     print(f"  seeding {readers:,} eligible subscribers ...", flush=True)
     seed = seed_subscribers(readers, "alert", force=args.reseed, server=pg_server)
@@ -301,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted: stopped the worker, beat, the fake and any private server", file=sys.stderr)
         return 130
+    except RuntimeError as error:  # could not run: a server or process did not start
+        print(f"\nchaos: {error}", file=sys.stderr)
+        return 2
     finally:
         procs.stop_all()
     if args.scenario == "all":

@@ -105,12 +105,17 @@ class ChaosRun:
 
     def broker_backlog(self) -> str:
         """What a broker restart is about to lose: tasks queued and reserved."""
+        queues = ("alerts", "transactional", "digests", "sweeps")
         try:
-            queued = {name: self.broker.llen(name) for name in ("alerts", "transactional", "digests", "sweeps")}
-            return (", ".join(f"{n} queued on {name}" for name, n in queued.items() if n) or "no task queued") + (
-                f", {self.broker.hlen('unacked')} reserved by the worker")
+            pipe = self.broker.pipeline(transaction=False)
+            for name in queues:
+                pipe.llen(name)
+            pipe.hlen("unacked")
+            *lengths, reserved = pipe.execute()
         except Exception as error:  # noqa: BLE001  (evidence only; the restart goes ahead)
             return f"backlog unknown: {error}"
+        queued = ", ".join(f"{n} queued on {name}" for name, n in zip(queues, lengths, strict=True) if n)
+        return f"{queued or 'no task queued'}, {reserved} reserved by the worker"
 
     # -- the run ------------------------------------------------------------------
 
@@ -184,8 +189,7 @@ class ChaosRun:
     def figures(self, ended_because: str) -> dict:
         """Everything measured, the targets checked, and the outcome."""
         fault, calls = self.fault, self.call_log()
-        if hasattr(fault, "confirm"):
-            fault.confirm(self)
+        fault.finish(self)
         self._refine_clear(calls)
         checked = verify(self.job, "alert", self.topology.record, 0, "mailgun")
         summary = self.job.summary(self.t0)

@@ -94,12 +94,17 @@ class Fault:
         finished alert is not resumed by the provider's return)."""
         return self.lasting
 
+    def finish(self, run: ChaosRun) -> None:
+        """After the run, before the figures: evidence of what the fault did."""
+
     # -- helpers for subclasses ---------------------------------------------------
 
-    def strike(self, run: ChaosRun, what: str, progress: Progress | None = None) -> None:
-        """Record that the fault struck now, with the readers in flight read from the
-        batch table at this moment (or given, when the table is about to go away)."""
-        self.started_at = time.time()
+    def strike(self, run: ChaosRun, what: str, progress: Progress | None = None,
+               at: float | None = None) -> None:
+        """Record that the fault struck now (or `at`), with the readers in flight read
+        from the batch table at this moment (or given, when the table is about to go
+        away)."""
+        self.started_at = at or time.time()
         look = progress if progress is not None else run.look()
         self.in_flight = look.sending_readers if look else None
         sending = f"{len(look.sending)} batches SENDING ({look.sending_readers:,} readers)" if look else "?"
@@ -113,16 +118,75 @@ class Fault:
         self.missed = why
         run.note(f"fault NOT injected: {why}")
 
-    def mid_send(self, run: ChaosRun, progress: Progress | None) -> bool:
-        """The moment for a fault mid-send: batches are SENDING and at least
-        --fault-at of the readers have been handed off."""
-        if progress is None or self.started_at or self.missed:
-            return False
-        if progress.status != "sending":
-            self.give_up(run, f"the alert was {progress.status} before the fault's moment"
-                              f" ({self.args.fault_at:.0%} handed off and a batch SENDING)")
-            return False
-        return bool(progress.sending) and run.tail.unique >= self.args.fault_at * run.expected
+
+
+class MidSend(Fault):
+    """A fault that strikes mid-send: the moment a provider call reaches the fake once
+    --fault-at of the readers have been handed off. The calling process then holds a
+    claimed batch that it has not recorded yet, whatever the engine does around it.
+    The fake logs each call's arrival, with the caller's port, before answering it."""
+
+    # A logged arrival older than this may have been answered already.
+    FRESH_S = 0.005
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.arrivals: IO[str] | None = None
+        self.call_arrived: float | None = None  # the provider call it struck during
+
+    def flags(self) -> list[str]:
+        return ["--fault-at", str(self.args.fault_at)]
+
+    def arm(self, run: ChaosRun) -> None:
+        self.arrivals = open(run.topology.arrivals)  # noqa: SIM115  (closed at the strike or by finish())
+        self.arrivals.seek(0, os.SEEK_END)
+
+    def poll_interval(self) -> float:
+        return 0.1 if self.started_at or self.missed else 0.0005
+
+    def look_interval(self) -> float:
+        # The moment is read from the arrivals log, quicker than the database; the rows
+        # only say whether the alert is still sending.
+        return 0.1 if self.started_at or self.missed else 0.05
+
+    def moment(self, run: ChaosRun, progress: Progress | None) -> int | None:
+        """The client port of a provider call that has just arrived, if this is the
+        moment to strike; None otherwise (or if the alert finished first)."""
+        if self.started_at or self.missed or self.arrivals is None:
+            return None
+        arrived = self.arrivals.readlines()
+        if progress is not None and progress.status != "sending":
+            self.give_up(run, f"the alert was {progress.status} before a provider call was caught arriving"
+                              f" after {self.args.fault_at:.0%} of the readers were handed off")
+            return None
+        if not arrived or run.tail.unique < self.args.fault_at * run.expected:
+            return None
+        at, _, port = arrived[-1].strip().partition("\t")
+        if time.time() - float(at) > self.FRESH_S:
+            return None
+        self.call_arrived = float(at)
+        return int(port)
+
+    def strike(self, run: ChaosRun, what: str, progress: Progress | None = None,
+               at: float | None = None) -> None:
+        at = at or time.time()
+        super().strike(run, f"{what}, {at - (self.call_arrived or at):.4f} s after a provider call"
+                            " reached the fake", progress, at)
+        if self.arrivals is not None:
+            self.arrivals.close()
+            self.arrivals = None
+
+    def finish(self, run: ChaosRun) -> None:
+        """What became of the call it struck during."""
+        if self.arrivals is not None:
+            self.arrivals.close()
+            self.arrivals = None
+        call = run.call_log().arrived_at(self.call_arrived) if self.call_arrived else None
+        if call is not None and self.started_at:
+            when = "after" if call.answered > self.started_at else "before"
+            run.note(f"the call it struck during (the batch of {call.batch}) was answered {call.status}"
+                     f" {abs(call.answered - self.started_at):.4f} s {when} the fault"
+                     f"{' (accepted: its readers have it)' if call.accepted else ''}")
 
 
 class KillChildCut(Fault):
@@ -167,14 +231,14 @@ class KillChildCut(Fault):
                              " batches cut, fanned_out_at null")
             self.cleared_at = self.started_at
 
-    def confirm(self, run: ChaosRun) -> None:
+    def finish(self, run: ChaosRun) -> None:
         again = run.topology.redelivered_tasks().get("alerts.fan_out_alert", 0)
         run.note(f"the fan-out task was handed out again after the kill ({again} task id(s) received twice):"
                  " the killed process was running it" if again else
                  "no fan-out task was received twice: the killed process may not have been the cutter")
 
 
-class KillChildSend(Fault):
+class KillChildSend(MidSend):
     name = "kill-child-send"
     about = ("SIGKILL one pool process mid-send (--fault-at of the readers handed off): the one"
              " whose provider call has just reached the fake, so its batch is claimed and unrecorded")
@@ -182,66 +246,32 @@ class KillChildSend(Fault):
 
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
-        self.arrivals: IO[str] | None = None
         self.sending_at_strike: set[int] = set()
         self.checked = False
-        self.call_arrived: float | None = None  # the victim's provider call
-
-    def flags(self) -> list[str]:
-        return ["--fault-at", str(self.args.fault_at)]
-
-    def arm(self, run: ChaosRun) -> None:
-        self.arrivals = open(run.topology.arrivals)  # noqa: SIM115  (closed at the strike)
-        self.arrivals.seek(0, os.SEEK_END)
-
-    def poll_interval(self) -> float:
-        return 0.1 if self.started_at or self.missed else 0.0005
-
-    def look_interval(self) -> float:
-        # Its moment is read from the fake's arrivals log, which is quicker than the
-        # database; the rows only say whether the alert is still sending.
-        return 0.1 if self.started_at or self.missed else 0.05
 
     def tick(self, run: ChaosRun, progress: Progress | None) -> None:
-        if not self.started_at and not self.missed:
-            arrived = self.arrivals.readlines()
-            if progress is not None and progress.status != "sending":
-                self.give_up(run, f"the alert was {progress.status} before a provider call could be"
-                                  f" caught arriving after {self.args.fault_at:.0%} were handed off")
-            elif arrived and run.tail.unique >= self.args.fault_at * run.expected:
-                self._kill_caller(run, arrived[-1])
+        port = self.moment(run, progress)
+        victim = run.topology.pool_process_calling({port}) if port else None
+        if victim:
+            at = time.time()
+            os.kill(victim, signal.SIGKILL)
+            self.strike(run, f"SIGKILLed pool process {victim}, the caller (port {port})", at=at)
+            self.cleared_at = self.started_at
+            look = run.last_look
+            self.sending_at_strike = {pk for pk, _ in look.sending} if look else set()
         elif not self.checked and self.started_at and time.time() > self.started_at + 2 and progress:
             self.checked = True
             stuck = self.sending_at_strike & {pk for pk, _ in progress.sending}
             run.note(f"2 s after the kill, batch(es) {sorted(stuck)} still SENDING: held by the dead process"
                      if stuck else "2 s after the kill no batch SENDING at the kill is still SENDING")
 
-    def _kill_caller(self, run: ChaosRun, line: str) -> None:
-        at, _, port = line.strip().partition("\t")
-        victim = run.topology.pool_process_calling({int(port)})
-        if victim is None or time.time() - float(at) > 0.005:
-            return  # another process's call, or too old to be in progress still: the next
-        os.kill(victim, signal.SIGKILL)
-        self.call_arrived = float(at)
-        self.strike(run, f"SIGKILLed pool process {victim} {time.time() - self.call_arrived:.4f} s after its"
-                         f" provider call reached the fake (from port {port})")
-        self.cleared_at = self.started_at
-        self.arrivals.close()
-        look = run.look()
-        self.sending_at_strike = {pk for pk, _ in look.sending} if look else set()
-
-    def confirm(self, run: ChaosRun) -> None:
+    def finish(self, run: ChaosRun) -> None:
+        super().finish(run)
         again = run.topology.redelivered_tasks().get("alerts.send_batch", 0)
         run.note(f"{again} send_batch task id(s) were received twice (handed out again after the kill)")
-        call = run.call_log().arrived_at(self.call_arrived) if self.call_arrived else None
-        if call is not None and self.started_at:
-            when = "after" if call.answered > self.started_at else "before"
-            run.note(f"the killed process's call for the batch of {call.batch} was answered {call.status}"
-                     f" {abs(call.answered - self.started_at):.4f} s {when} the kill"
-                     f"{' (accepted: its readers have it)' if call.accepted else ''}")
 
 
-class KillWorker(Fault):
+class KillWorker(MidSend):
     name = "kill-worker"
     about = ("SIGKILL the whole worker (main process and pool) mid-send and start it again"
              " --restart-after seconds later")
@@ -252,15 +282,13 @@ class KillWorker(Fault):
         self.ready_at: float | None = None
 
     def flags(self) -> list[str]:
-        return ["--fault-at", str(self.args.fault_at), "--restart-after", str(self.args.restart_after)]
-
-    def poll_interval(self) -> float:
-        return 0.005 if not self.started_at else 0.05
+        return [*super().flags(), "--restart-after", str(self.args.restart_after)]
 
     def tick(self, run: ChaosRun, progress: Progress | None) -> None:
-        if self.mid_send(run, progress):
+        if self.moment(run, progress):
+            at = time.time()
             pids = run.topology.kill_worker()
-            self.strike(run, f"SIGKILLed the worker: main process {pids[0]} and pool {pids[1:]}")
+            self.strike(run, f"SIGKILLed the worker: main process {pids[0]} and pool {pids[1:]}", at=at)
         elif self.started_at and self.cleared_at is None and time.time() >= self.started_at + self.args.restart_after:
             proc = run.topology.start_worker()
             self.clear(run, f"worker restarted as pid {proc.pid}")
@@ -269,7 +297,7 @@ class KillWorker(Fault):
             run.note("the restarted worker logged 'ready'")
 
 
-class RedisRestart(Fault):
+class RedisRestart(MidSend):
     name = "redis-restart"
     about = ("SIGKILL the broker (a private redis-server without persistence) mid-send and"
              " start it again on the same port --down-seconds later: every queued task is lost")
@@ -277,20 +305,21 @@ class RedisRestart(Fault):
     recovery_target = ("cleared", 30.0)
 
     def flags(self) -> list[str]:
-        return ["--fault-at", str(self.args.fault_at), "--down-seconds", str(self.args.down_seconds)]
+        return [*super().flags(), "--down-seconds", str(self.args.down_seconds)]
 
     def tick(self, run: ChaosRun, progress: Progress | None) -> None:
         redis = run.redis
-        if self.mid_send(run, progress):
-            queued = run.broker_backlog()
+        if self.moment(run, progress):
+            lost = run.broker_backlog()  # one round trip, a millisecond
+            at = time.time()
             pid = redis.kill()
-            self.strike(run, f"SIGKILLed redis-server {pid} on :{redis.port} ({queued})")
+            self.strike(run, f"SIGKILLed redis-server {pid} on :{redis.port}, losing {lost}", at=at)
         elif self.started_at and self.cleared_at is None and time.time() >= self.started_at + self.args.down_seconds:
             answered = redis.start()
             self.clear(run, f"redis-server restarted empty as pid {redis.proc.pid}, answering PING", at=answered)
 
 
-class PostgresRestart(Fault):
+class PostgresRestart(MidSend):
     name = "postgres-restart"
     about = ("restart the database (a private cluster: pg_ctl stop -m --pg-stop-mode, start"
              " --down-seconds later) mid-send")
@@ -302,12 +331,12 @@ class PostgresRestart(Fault):
         self.stopped_at: float | None = None
 
     def flags(self) -> list[str]:
-        return ["--fault-at", str(self.args.fault_at), "--down-seconds", str(self.args.down_seconds),
+        return [*super().flags(), "--down-seconds", str(self.args.down_seconds),
                 "--pg-stop-mode", self.args.pg_stop_mode]
 
     def tick(self, run: ChaosRun, progress: Progress | None) -> None:
         pg = run.postgres
-        if self.mid_send(run, progress):
+        if self.moment(run, progress):
             pid = pg.postmaster_pid()
             # Readers in flight are read now: the table is gone in a moment.
             self.strike(run, f"stopping PostgreSQL {pid} on :{pg.port} (pg_ctl stop -m {self.args.pg_stop_mode})",

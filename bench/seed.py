@@ -55,6 +55,19 @@ def migrate(env: dict[str, str], log: Path) -> None:
         raise RuntimeError(f"manage.py migrate failed; see {log}")
 
 
+def foreign_migrations(server: str = PG_SERVER) -> list[str]:
+    """Migrations of the app applied to the benchmark database that this checkout does
+    not have: another worktree's code migrated it, and this code cannot write to it."""
+    import psycopg
+
+    on_disk = {path.stem for path in (ROOT / "alerts" / "migrations").glob("[0-9]*.py")}
+    with psycopg.connect(bench_dsn(server), autocommit=True) as conn:
+        if not conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]:
+            return []
+        applied = {row[0] for row in conn.execute("SELECT name FROM django_migrations WHERE app = 'alerts'")}
+    return sorted(applied - on_disk)
+
+
 def bench_dsn(server: str = PG_SERVER) -> str:
     return f"{server}/{DB_NAME}"
 

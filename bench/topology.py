@@ -164,6 +164,7 @@ class Topology:
         pids = [self.worker.pid, *self.pool_children()]
         os.killpg(self.worker.pid, signal.SIGKILL)
         self.worker.wait(timeout=10)
+        self.worker = None  # down on purpose until start_worker(); not "died"
         deadline = time.monotonic() + 5
         while any(_alive(pid) for pid in pids[1:]) and time.monotonic() < deadline:
             time.sleep(0.01)
