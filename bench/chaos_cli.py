@@ -86,8 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="provider-rate-limit: Retry-After of a 429 (default 1)")
     faults.add_argument("--slow-seconds", type=float, default=3, metavar="S",
                         help="provider-slow: seconds each call takes (default 3)")
-    faults.add_argument("--timeouts", type=int, default=5, metavar="N",
-                        help="timeout-after-accept: calls accepted and then answered too late (default 5)")
+    faults.add_argument("--timeouts", type=int, default=30, metavar="N",
+                        help="timeout-after-accept: the first N calls are accepted and then answered too"
+                             " late (default 30: more than the 20 batches of 20,000 readers, so that"
+                             " retries time out too)")
     faults.add_argument("--hang-seconds", type=float, default=4, metavar="S",
                         help="timeout-after-accept: how long the fake holds those answers (default 4)")
     faults.add_argument("--client-timeout", type=float, default=2, metavar="S",

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from bench.stores import PrivatePostgres, PrivateRedis
     from bench.topology import Topology
 
-PROGRESS_EVERY = 5.0  # seconds between progress lines
+PROGRESS_EVERY = 5.0  # seconds between progress lines while readers are being handed off
+QUIET_PROGRESS_EVERY = 30.0  # and while nothing changes
 SETTLE_S = 1.0  # after the alert finishes, for late calls to land
 
 
@@ -128,7 +129,7 @@ class ChaosRun:
     def watch(self) -> str:
         """Drive the fault until the alert has finished and the fault is over (or the
         timeout); returns why it stopped."""
-        fault, finished_since, next_progress = self.fault, None, self.t0 + PROGRESS_EVERY
+        fault, finished_since, next_progress, shown = self.fault, None, self.t0 + PROGRESS_EVERY, None
         while True:
             self.tail.read()
             progress = self._look_if_due()
@@ -150,9 +151,13 @@ class ChaosRun:
                     " cleared" if fault.cleared_at else "")
             if now >= next_progress:
                 status = self.last_look.status if self.last_look else "?"
-                print(f"  {now - self.t0:8.2f}s  {self.tail.unique:,}/{self.expected:,} readers handed off"
-                      f" (alert {status}{'' if progress is not None else ', database not answering'})", flush=True)
-                next_progress = now + PROGRESS_EVERY
+                line = (f"{self.tail.unique:,}/{self.expected:,} readers handed off, {self.tail.lines:,} copies"
+                        f" (alert {status}{'' if progress is not None else ', database not answering'})")
+                if line != shown or now >= next_progress + QUIET_PROGRESS_EVERY - PROGRESS_EVERY:
+                    print(f"  {now - self.t0:8.2f}s  {line}", flush=True)
+                    shown, next_progress = line, now + PROGRESS_EVERY
+                else:
+                    next_progress += PROGRESS_EVERY
             time.sleep(fault.poll_interval())
 
     def _look_if_due(self) -> Progress | None:
@@ -207,7 +212,7 @@ class ChaosRun:
             "missing": checked["missing"],
             "duplicates": checked["duplicates"],
             "unexpected": checked["unexpected"],
-            "in_flight_at_fault": self._in_flight(window_end),
+            "in_flight_at_fault": self._in_flight(window_end, calls),
             "provider_calls_during_fault": len(during),
             "seconds_to_last_handoff_after_fault_cleared": _round(last - reference)
             if complete and last and reference else None,
@@ -245,12 +250,15 @@ class ChaosRun:
         figures["outcome"] = outcome(targets)
         return figures
 
-    def _in_flight(self, window_end: float) -> int | None:
+    def _in_flight(self, window_end: float, calls: CallLog) -> int | None:
         """Readers in batches SENDING when the fault struck; for a fault that lasted,
-        the most seen at any look while it lasted."""
+        the most seen at any look while it lasted (or what the fault counts itself)."""
         fault = self.fault
         if fault.started_at is None:
             return None
+        counted = fault.in_flight_from_calls(calls)
+        if counted is not None:
+            return counted
         seen = [n for at, n in self.samples if fault.started_at <= at <= window_end]
         return max([fault.in_flight or 0, *seen])
 

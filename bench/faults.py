@@ -22,6 +22,7 @@ from bench.topology import io_bytes
 if TYPE_CHECKING:
     from bench.chaos_run import ChaosRun
     from bench.jobs import Progress
+    from bench.targets import CallLog
 
 # Scenario sizes from the issue: a kill or restart needs a send long enough to land in
 # (200,000 readers take about 2.5 s on a good day); the provider faults last for a time
@@ -96,6 +97,11 @@ class Fault:
 
     def finish(self, run: ChaosRun) -> None:
         """After the run, before the figures: evidence of what the fault did."""
+
+    def in_flight_from_calls(self, calls: CallLog) -> int | None:
+        """Readers in flight at the fault as the fake saw them, for a fault that strikes
+        call by call; None to read them from the batch table (the default)."""
+        return None
 
     # -- helpers for subclasses ---------------------------------------------------
 
@@ -372,12 +378,14 @@ class ProviderOutage(Fault):
 
     def tick(self, run: ChaosRun, progress: Progress | None) -> None:
         if self.cleared_at and time.time() >= self.cleared_at and not self.evidence:
-            refused = run.fake_stats().get("refused_outage")
-            self.evidence.append("seen")
-            run.note(f"outage over: the fake refused {refused:,} calls with 503", at=self.cleared_at)
+            self.evidence.append("outage over")
+            run.note("the outage is over: the fake answers again", at=self.cleared_at)
 
     def may_end_before_cleared(self) -> bool:
         return True
+
+    def finish(self, run: ChaosRun) -> None:
+        run.note(f"the fake refused {run.fake_stats().get('refused_outage', 0):,} calls with 503 in all")
 
 
 class ProviderRateLimit(Fault):
@@ -400,6 +408,9 @@ class ProviderRateLimit(Fault):
     def poll_interval(self) -> float:
         return 0.1
 
+    def finish(self, run: ChaosRun) -> None:
+        run.note(f"the fake answered {run.fake_stats().get('refused_rate_limit', 0):,} calls with 429 in all")
+
 
 class ProviderSlow(Fault):
     name = "provider-slow"
@@ -419,6 +430,9 @@ class ProviderSlow(Fault):
 
     def poll_interval(self) -> float:
         return 0.1
+
+    def finish(self, run: ChaosRun) -> None:
+        run.note(f"the fake delayed {run.fake_stats().get('delayed', 0):,} calls")
 
 
 class TimeoutAfterAccept(Fault):
@@ -460,6 +474,16 @@ class TimeoutAfterAccept(Fault):
 
     def may_end_before_cleared(self) -> bool:
         return True
+
+    def in_flight_from_calls(self, calls: CallLog) -> int | None:
+        # It strikes each held call: the readers of those calls were in flight, each
+        # at its own moment, and may have the alert twice.
+        return sum(c.recipients for c in calls.calls if c.fault == "held")
+
+    def finish(self, run: ChaosRun) -> None:
+        held = [c for c in run.call_log().calls if c.fault == "held"]
+        run.note(f"the fake accepted and then held {len(held)} calls ({sum(c.recipients for c in held):,}"
+                 f" readers), answering each {self.args.hang_seconds:g} s later")
 
 
 SCENARIOS: dict[str, type[Fault]] = {cls.name: cls for cls in (

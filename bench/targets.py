@@ -148,7 +148,7 @@ def _duplicates(fault: Fault, figures: dict) -> Target:
         return Target("0 duplicates (the fault struck before the provider call)", duplicates == 0,
                       f"{duplicates:,} duplicates")
     return Target("duplicates <= readers in flight at the fault", duplicates <= (in_flight or 0),
-                  f"{duplicates:,} duplicates, {in_flight if in_flight is not None else '?'} in flight")
+                  f"{duplicates:,} duplicates, {'?' if in_flight is None else f'{in_flight:,}'} in flight")
 
 
 def _recovery(fault: Fault, figures: dict) -> Target:
