@@ -27,8 +27,10 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.chaos_report import print_report, print_summary, reproduce_command
 from bench.chaos_run import ChaosRun
@@ -38,9 +40,12 @@ from bench.jobs import AlertJob, digest_hour_now, warm_up
 from bench.observe import background_load
 from bench.processes import Processes, backend_env, base_env
 from bench.report import code_version, machine, write_json
-from bench.seed import clear_run_tables, ensure_database, foreign_migrations, migrate, seed_subscribers
+from bench.seed import Seed, clear_run_tables, ensure_database, foreign_migrations, migrate, seed_subscribers
 from bench.stores import PrivatePostgres, PrivateRedis
-from bench.topology import Topology
+from bench.topology import CONCURRENCY, Topology
+
+if TYPE_CHECKING:
+    import redis
 
 ENTRY = Path(__file__).resolve().parent / "chaos.py"
 
@@ -121,74 +126,68 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # -- one scenario ---------------------------------------------------------------------
 
+@dataclass
+class Servers:
+    """The PostgreSQL and Redis a scenario runs on: the shared ones, or its own."""
+
+    pg_server: str = PG_SERVER
+    redis_url: str = REDIS_SERVER
+    redis: PrivateRedis | None = None
+    postgres: PrivatePostgres | None = None
+
+    def remove(self) -> None:
+        if self.redis:
+            self.redis.remove()
+        if self.postgres:
+            self.postgres.remove()
+
+
 def run_scenario(args: argparse.Namespace, procs: Processes) -> dict:
     fault = SCENARIOS[args.scenario](args)
     readers = args.subscribers or fault.default_subscribers
     run_dir = RESULTS / f"{datetime.now():%Y%m%d-%H%M%S}-chaos-{fault.name}-{readers}"
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"Scenario {fault.name}: {fault.about}", flush=True)
-    private_redis = fault.private_redis or args.private_servers
-    private_postgres = fault.private_postgres or args.private_servers
-    redis_server = PrivateRedis(procs, run_dir, args.redis_port) if private_redis else None
-    postgres = PrivatePostgres(run_dir, args.pg_port) if private_postgres else None
+    servers = Servers()
     try:
-        if redis_server:
-            redis_server.start()
-            print(f"  private broker: redis-server pid {redis_server.proc.pid} on :{redis_server.port},"
-                  f" no persistence, files in {redis_server.dir}", flush=True)
-        if postgres:
-            postgres.start()
-            print(f"  private database: PostgreSQL pid {postgres.postmaster_pid()} on :{postgres.port},"
-                  f" cluster in {postgres.dir}", flush=True)
-        pg_server = postgres.server if postgres else PG_SERVER
-        redis_url = redis_server.url if redis_server else REDIS_SERVER
-        return _run(args, fault, readers, run_dir, procs, pg_server, redis_url, redis_server, postgres)
+        if fault.private_redis or args.private_servers:
+            servers.redis = PrivateRedis(procs, run_dir, args.redis_port)
+            servers.redis.start()
+            servers.redis_url = servers.redis.url
+            print(f"  private broker: redis-server pid {servers.redis.proc.pid} on :{servers.redis.port},"
+                  f" no persistence, files in {servers.redis.dir}", flush=True)
+        if fault.private_postgres or args.private_servers:
+            servers.postgres = PrivatePostgres(run_dir, args.pg_port)
+            servers.postgres.start()
+            servers.pg_server = servers.postgres.server
+            print(f"  private database: PostgreSQL pid {servers.postgres.postmaster_pid()} on"
+                  f" :{servers.postgres.port}, cluster in {servers.postgres.dir}", flush=True)
+        return _run(args, fault, readers, run_dir, procs, servers)
     finally:
         procs.stop_all()
-        if redis_server:
-            redis_server.remove()
-        if postgres:
-            postgres.remove()
+        servers.remove()
 
 
 def _run(args: argparse.Namespace, fault: Fault, readers: int, run_dir: Path, procs: Processes,
-         pg_server: str, redis_url: str, redis_server: PrivateRedis | None,
-         postgres: PrivatePostgres | None) -> dict:
-    os.environ.update(base_env(args.settings, pg_server=pg_server, redis_server=redis_url))
+         servers: Servers) -> dict:
+    os.environ.update(base_env(args.settings, pg_server=servers.pg_server, redis_server=servers.redis_url))
     code = code_version()  # before the worker imports it
     import django
     import redis
 
     django.setup()
-    from config.celery import app
-
     env = worker_env(args, fault)
-    ensure_database(pg_server)
-    foreign = foreign_migrations(pg_server)
-    if foreign:
-        raise RuntimeError(f"{pg_server}/stoppress_bench has migrations this checkout does not ({', '.join(foreign)}):"
-                           " other code uses it; run with --private-servers")
-    migrate(env, run_dir / "migrate.log")
-    print(f"  seeding {readers:,} eligible subscribers ...", flush=True)
-    seed = seed_subscribers(readers, "alert", force=args.reseed, server=pg_server)
-    clear_run_tables("alert", pg_server)
-    broker = redis.Redis.from_url(f"{redis_url}/{BROKER_DB}")
+    seed = _prepare_data(args, env, readers, servers, run_dir)
+    broker = redis.Redis.from_url(f"{servers.redis_url}/{BROKER_DB}")
     broker.flushdb()  # our broker database only: no stale tasks from an earlier run
-    redis.Redis.from_url(f"{redis_url}/{CACHE_DB}").flushdb()
-
-    topology = Topology(procs, env, run_dir)
-    port = topology.start_fake()
-    topology.env = env = {**env, **backend_env("mailgun", port)}
-    topology.start_beat()
-    topology.start_worker()
-    topology.wait_for_worker(app)
-    warm_up(broker, rounds=2 * 3)
+    redis.Redis.from_url(f"{servers.redis_url}/{CACHE_DB}").flushdb()
+    topology = _start_topology(procs, env, run_dir, broker)
     job = AlertJob()
     job.prepare()
     background = background_load(args.quiet_below, args.max_quiet_wait)
     aligned = topology.wait_for_beat_tick()
     print(f"  publishing an alert to {seed.eligible:,} readers", flush=True)
-    run = ChaosRun(args, fault, topology, job, seed.eligible, broker, redis_server, postgres)
+    run = ChaosRun(args, fault, topology, job, seed.eligible, broker, servers.redis, servers.postgres)
     run.publish()
     ended = run.watch()
     print(f"  stopped watching: {ended}", flush=True)
@@ -199,20 +198,50 @@ def _run(args: argparse.Namespace, fault: Fault, readers: int, run_dir: Path, pr
         "command": reproduce_command(args, fault, readers),
         "run_dir": str(run_dir.relative_to(ROOT)),
         "ineligible": seed.total - seed.eligible,
-        "lease_seconds": int(env.get("BATCH_LEASE_SECONDS", 0)) or "app default",
+        "lease_seconds": int(topology.env.get("BATCH_LEASE_SECONDS", 0)) or "app default",
         "worker_env_overrides": fault.worker_env(),
         "published_after_beat_tick": aligned,
         "background_before_publish": background,
         "machine": machine(),
         "code": code,
-        "private_servers": {"redis": redis_url if redis_server else None,
-                            "postgres": pg_server if postgres else None},
+        "private_servers": {"redis": servers.redis_url if servers.redis else None,
+                            "postgres": servers.pg_server if servers.postgres else None},
     })
     if not args.keep_db:
-        if not postgres:
-            clear_run_tables("alert", pg_server)
+        if not servers.postgres:
+            clear_run_tables("alert", servers.pg_server)
         topology.record.unlink()
     return figures
+
+
+def _prepare_data(args: argparse.Namespace, env: dict[str, str], readers: int, servers: Servers,
+                  run_dir: Path) -> Seed:
+    """The benchmark database on the scenario's server: created, migrated, seeded and
+    cleared of earlier runs, as the fan-out benchmark does."""
+    ensure_database(servers.pg_server)
+    foreign = foreign_migrations(servers.pg_server)
+    if foreign:
+        raise RuntimeError(f"{servers.pg_server}/stoppress_bench has migrations this checkout does not"
+                           f" ({', '.join(foreign)}): other code uses it; run with --private-servers")
+    migrate(env, run_dir / "migrate.log")
+    print(f"  seeding {readers:,} eligible subscribers ...", flush=True)
+    seed = seed_subscribers(readers, "alert", force=args.reseed, server=servers.pg_server)
+    clear_run_tables("alert", servers.pg_server)
+    return seed
+
+
+def _start_topology(procs: Processes, env: dict[str, str], run_dir: Path, broker: redis.Redis) -> Topology:
+    """The fake, beat and the worker, the worker answering pings and warmed up."""
+    from config.celery import app
+
+    topology = Topology(procs, env, run_dir)
+    port = topology.start_fake()
+    topology.env = {**env, **backend_env("mailgun", port)}
+    topology.start_beat()
+    topology.start_worker()
+    topology.wait_for_worker(app)
+    warm_up(broker, rounds=2 * CONCURRENCY)
+    return topology
 
 
 def worker_env(args: argparse.Namespace, fault: Fault) -> dict[str, str]:

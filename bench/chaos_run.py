@@ -193,19 +193,14 @@ class ChaosRun:
 
     def figures(self, ended_because: str) -> dict:
         """Everything measured, the targets checked, and the outcome."""
-        fault, calls = self.fault, self.call_log()
+        fault = self.fault
         fault.finish(self)
-        self._refine_clear(calls)
+        calls = self.call_log()
         checked = verify(self.job, "alert", self.topology.record, 0, "mailgun")
         summary = self.job.summary(self.t0)
-        complete = checked["missing"] == 0
-        last = calls.last_accepted() or _epoch(summary.get("last_handoff_at_s"), self.t0)
-        every = calls.every_reader_at(self.topology.record)
-        struck = fault.started_at
-        reference = fault.cleared_at or struck
+        # The fault's window: from striking to clearing, or to now for a lasting one.
         window_end = fault.cleared_at if fault.cleared_at and not fault.lasting else time.time()
-        during = calls.between(struck, window_end) if struck else []
-        most, most_times = calls.busiest_batch(struck, window_end) if struck else (0, [])
+        during = calls.between(fault.started_at, window_end) if fault.started_at else []
         figures = {
             "scenario": fault.name,
             "subscribers": self.expected,
@@ -214,28 +209,16 @@ class ChaosRun:
             "unexpected": checked["unexpected"],
             "in_flight_at_fault": self._in_flight(window_end, calls),
             "provider_calls_during_fault": len(during),
-            "seconds_to_last_handoff_after_fault_cleared": _round(last - reference)
-            if complete and last and reference else None,
-            "seconds_to_last_handoff": _round(last - self.t0) if complete and last else None,
-            "seconds_to_last_seen_handoff": _round(last - self.t0) if last else None,
-            "seconds_to_every_reader": _round(every - self.t0) if complete and every else None,
+            **self._timings(calls, summary, complete=checked["missing"] == 0),
             "fault": {
                 "about": fault.about,
-                "struck_s": _since(struck, self.t0),
+                "struck_s": _since(fault.started_at, self.t0),
                 "cleared_s": _since(fault.cleared_at, self.t0),
                 "lasting": fault.lasting,
-                "injected": bool(struck) and not fault.missed,
+                "injected": bool(fault.started_at) and not fault.missed,
                 "not_injected_because": fault.missed or None,
             },
-            "calls": {
-                "total": len(calls.calls),
-                "by_status": calls.status_counts(calls.calls),
-                "during_fault_by_status": calls.status_counts(during),
-                "most_calls_to_one_batch_during_fault": most,
-                "their_times_s_after_fault": most_times,
-                "most_accepted_calls_for_one_batch": calls.most_accepted_per_batch(),
-                "overlapping_calls": calls.overlapping(),
-            },
+            "calls": self._call_figures(calls, during, window_end),
             "ended_because": ended_because,
             "batches_total": sum(row["n"] for row in summary["batches"].values()),
             "batches_by_status": summary["batches"],
@@ -250,6 +233,35 @@ class ChaosRun:
         figures["outcome"] = outcome(targets)
         return figures
 
+    def _timings(self, calls: CallLog, summary: dict, *, complete: bool) -> dict:
+        """Seconds to the last hand-off (the fake's last accepted call, else the alert
+        row's last_handoff_at) from publishing and from the fault clearing (striking,
+        for a lasting fault); null while readers are missing."""
+        fault = self.fault
+        last = calls.last_accepted() or _epoch(summary.get("last_handoff_at_s"), self.t0)
+        every = calls.every_reader_at(self.topology.record)
+        reference = fault.cleared_at or fault.started_at
+        return {
+            "seconds_to_last_handoff_after_fault_cleared":
+                _round(last - reference) if complete and last and reference else None,
+            "seconds_to_last_handoff": _round(last - self.t0) if complete and last else None,
+            "seconds_to_last_seen_handoff": _round(last - self.t0) if last else None,
+            "seconds_to_every_reader": _round(every - self.t0) if complete and every else None,
+        }
+
+    def _call_figures(self, calls: CallLog, during: list, window_end: float) -> dict:
+        struck = self.fault.started_at
+        most, most_times = calls.busiest_batch(struck, window_end) if struck else (0, [])
+        return {
+            "total": len(calls.calls),
+            "by_status": calls.status_counts(calls.calls),
+            "during_fault_by_status": calls.status_counts(during),
+            "most_calls_to_one_batch_during_fault": most,
+            "their_times_s_after_fault": most_times,
+            "most_accepted_calls_for_one_batch": calls.most_accepted_per_batch(),
+            "overlapping_calls": calls.overlapping(),
+        }
+
     def _in_flight(self, window_end: float, calls: CallLog) -> int | None:
         """Readers in batches SENDING when the fault struck; for a fault that lasted,
         the most seen at any look while it lasted (or what the fault counts itself)."""
@@ -261,13 +273,6 @@ class ChaosRun:
             return counted
         seen = [n for at, n in self.samples if fault.started_at <= at <= window_end]
         return max([fault.in_flight or 0, *seen])
-
-    def _refine_clear(self, calls: CallLog) -> None:
-        """Timeouts after accepting clear when the last held answer went out, which
-        the request log knows to the millisecond (the poll only to a quarter second)."""
-        held = [c.answered for c in calls.calls if c.fault == "held"]
-        if self.fault.name == "timeout-after-accept" and held and self.fault.cleared_at:
-            self.fault.cleared_at = max(held)
 
 
 def _since(moment: float | None, t0: float) -> float | None:

@@ -54,7 +54,6 @@ class Fault:
         self.cleared_at: float | None = None
         self.in_flight: int | None = None  # readers SENDING at the strike
         self.missed = ""  # why the fault could not strike, if it could not
-        self.evidence: list[str] = []
 
     # -- what the scenario needs --------------------------------------------------
 
@@ -125,7 +124,6 @@ class Fault:
         run.note(f"fault NOT injected: {why}")
 
 
-
 class MidSend(Fault):
     """A fault that strikes mid-send: the moment a provider call reaches the fake once
     --fault-at of the readers have been handed off. The calling process then holds a
@@ -165,7 +163,12 @@ class MidSend(Fault):
             self.give_up(run, f"the alert was {progress.status} before a provider call was caught arriving"
                               f" after {self.args.fault_at:.0%} of the readers were handed off")
             return None
-        if not arrived or run.tail.unique < self.args.fault_at * run.expected:
+        if not arrived:
+            return None
+        if run.tail.unique < self.args.fault_at * run.expected:
+            # Learn which process has which connection to the fake now (a millisecond
+            # each, for a port not seen before), so the strike need not.
+            run.topology.pool_process_calling({int(line.split("\t")[1]) for line in arrived})
             return None
         at, _, port = arrived[-1].strip().partition("\t")
         if time.time() - float(at) > self.FRESH_S:
@@ -363,6 +366,10 @@ class ProviderOutage(Fault):
     before_provider_call = True
     recovery_target = ("cleared", 20.0)
 
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.announced = False
+
     def flags(self) -> list[str]:
         return ["--outage-seconds", str(self.args.outage_seconds), "--backoff-cap", str(self.args.backoff_cap)]
 
@@ -377,8 +384,8 @@ class ProviderOutage(Fault):
         return 0.1
 
     def tick(self, run: ChaosRun, progress: Progress | None) -> None:
-        if self.cleared_at and time.time() >= self.cleared_at and not self.evidence:
-            self.evidence.append("outage over")
+        if self.cleared_at and time.time() >= self.cleared_at and not self.announced:
+            self.announced = True
             run.note("the outage is over: the fake answers again", at=self.cleared_at)
 
     def may_end_before_cleared(self) -> bool:
@@ -482,6 +489,10 @@ class TimeoutAfterAccept(Fault):
 
     def finish(self, run: ChaosRun) -> None:
         held = [c for c in run.call_log().calls if c.fault == "held"]
+        if held and self.cleared_at:
+            # The request log knows when the last held answer went out to the
+            # millisecond; the poll only to a quarter of a second.
+            self.cleared_at = max(c.answered for c in held)
         run.note(f"the fake accepted and then held {len(held)} calls ({sum(c.recipients for c in held):,}"
                  f" readers), answering each {self.args.hang_seconds:g} s later")
 
