@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="give up S seconds after the fault cleared (default 300)")
     parser.add_argument("--lease-seconds", type=int, default=0, metavar="S",
                         help="BATCH_LEASE_SECONDS for the worker (default: the app's own, 120)")
+    parser.add_argument("--respawn-after", type=float, default=5, metavar="S",
+                        help="start the worker or beat again S seconds after it exits by itself, as a"
+                             " supervisor would (default 5); the exit is reported")
     faults = parser.add_argument_group("faults")
     faults.add_argument("--fault-at", type=float, default=0.3, metavar="SHARE",
                         help="mid-send faults strike once this share of readers is handed off and a"

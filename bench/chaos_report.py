@@ -21,6 +21,8 @@ def reproduce_command(args: argparse.Namespace, fault: Fault, readers: int) -> s
         parts += ["--settings", args.settings]
     if args.private_servers:
         parts.append("--private-servers")
+    if args.respawn_after != 5:
+        parts += ["--respawn-after", f"{args.respawn_after:g}"]
     return shlex.join(parts)
 
 
@@ -56,6 +58,9 @@ def print_report(f: dict) -> None:
     print(f"\nScenario {f['scenario']} (times are seconds after alert_publish was called)")
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
+    for exit_ in f["unexpected_exits"]:
+        print(f"  WARNING: the {exit_['process']} exited by itself at {exit_['at_s']:.2f} s"
+              f" (code {exit_['exit_code']}) and was started again: {exit_['last_error']}")
     if f["batch_errors"]:
         print("  last batch errors: " + " | ".join(" ".join(e.split())[:150] for e in f["batch_errors"]))
     print("  evidence:")

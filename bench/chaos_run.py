@@ -79,6 +79,8 @@ class ChaosRun:
         self.samples: list[tuple[float, int]] = []  # (when, readers SENDING)
         self.last_look: Progress | None = None
         self.next_look = 0.0
+        self.exits: list[dict] = []  # the worker or beat exiting by itself
+        self.respawn: dict[str, float] = {}  # process -> when to start it again
 
     # -- for the faults -----------------------------------------------------------
 
@@ -135,7 +137,8 @@ class ChaosRun:
             progress = self._look_if_due()
             fault.tick(self, progress)
             now = time.time()
-            if self.topology.dead():
+            self._supervise(now)
+            if self.topology.dead():  # the fake: nothing to measure against
                 return f"process died: {', '.join(self.topology.dead())}"
             if progress is not None and progress.status != "sending":
                 finished_since = finished_since or now
@@ -159,6 +162,22 @@ class ChaosRun:
                 else:
                     next_progress += PROGRESS_EVERY
             time.sleep(fault.poll_interval())
+
+    def _supervise(self, now: float) -> None:
+        """Start the worker or beat again --respawn-after seconds after it exited by
+        itself (not killed by the fault), as a process supervisor would in production.
+        The exit is evidence: Celery gives up on some broker errors."""
+        for name, code, error in self.topology.exited():
+            self.exits.append({"process": name, "exit_code": code, "at_s": round(now - self.t0, 3),
+                               "last_error": error})
+            self.note(f"the {name} exited by itself (code {code}): {error or 'no error logged'};"
+                      f" starting it again in {self.args.respawn_after:g} s")
+            self.respawn[name] = now + self.args.respawn_after
+        for name, due in list(self.respawn.items()):
+            if now >= due:
+                proc = self.topology.start_worker() if name == "worker" else self.topology.start_beat()
+                del self.respawn[name]
+                self.note(f"{name} started again as pid {proc.pid}")
 
     def _look_if_due(self) -> Progress | None:
         """A new look at the alert when the fault's look interval has passed, else the
@@ -220,6 +239,7 @@ class ChaosRun:
             },
             "calls": self._call_figures(calls, during, window_end),
             "ended_because": ended_because,
+            "unexpected_exits": self.exits,
             "batches_total": sum(row["n"] for row in summary["batches"].values()),
             "batches_by_status": summary["batches"],
             "batch_errors": summary["batch_errors"],

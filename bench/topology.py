@@ -108,6 +108,18 @@ class Topology:
         return [f"{name} (exit {proc.returncode})" for name, proc in current.items()
                 if proc is not None and proc.poll() is not None]
 
+    def exited(self) -> list[tuple[str, int, str]]:
+        """The worker or beat if it exited by itself: (name, exit code, its last
+        CRITICAL or ERROR log line), forgotten here so that it is reported once."""
+        found = []
+        for name in ("worker", "beat"):
+            proc = getattr(self, name)
+            if proc is not None and proc.poll() is not None:
+                log = self.worker_logs[-1] if name == "worker" else self.run_dir / "beat.log"
+                found.append((name, proc.returncode, _last_error(log)))
+                setattr(self, name, None)
+        return found
+
     def pool_children(self) -> list[int]:
         import psutil
 
@@ -187,6 +199,15 @@ class Topology:
             if times > 1:
                 again[name] = again.get(name, 0) + 1
         return again
+
+
+def _last_error(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines if "CRITICAL/" in line or "ERROR/" in line]
+    return errors[-1].strip()[:200] if errors else ""
 
 
 def io_bytes(pid: int) -> int:
