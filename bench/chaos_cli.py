@@ -73,9 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     faults.add_argument("--fault-at", type=float, default=0.3, metavar="SHARE",
                         help="mid-send faults strike once this share of readers is handed off and a"
                              " batch is SENDING (default 0.3)")
-    faults.add_argument("--cut-batches", type=int, default=2, metavar="K",
-                        help="kill-child-cut: kill once K batches are cut (default 2: just after the"
-                             " cut's first chunk committed, while its batches are being queued)")
+    faults.add_argument("--cut-batches", type=int, default=0, metavar="K",
+                        help="kill-child-cut: kill once K batches are cut (default: as soon as a chunk"
+                             " of several batches appears at once, while the cut is queueing them)")
     faults.add_argument("--restart-after", type=float, default=5, metavar="S",
                         help="kill-worker: start the worker again S seconds after the kill (default 5)")
     faults.add_argument("--down-seconds", type=float, default=5, metavar="S",
@@ -122,8 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     setup.add_argument("--max-quiet-wait", type=float, default=20, metavar="S",
                        help="but publish anyway after this many seconds (default 20)")
     args = parser.parse_args(argv)
-    if args.subscribers < 0 or not 0 <= args.fault_at < 1 or args.rate_limit < 1 or args.cut_batches < 1:
-        parser.error("--subscribers must be >= 0, --fault-at in [0, 1), --rate-limit and --cut-batches >= 1")
+    if args.subscribers < 0 or not 0 <= args.fault_at < 1 or args.rate_limit < 1 or args.cut_batches < 0:
+        parser.error("--subscribers and --cut-batches must be >= 0, --fault-at in [0, 1), --rate-limit >= 1")
     return args
 
 

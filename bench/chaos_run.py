@@ -79,6 +79,7 @@ class ChaosRun:
         self.samples: list[tuple[float, int]] = []  # (when, readers SENDING)
         self.last_look: Progress | None = None
         self.next_look = 0.0
+        self.shown, self.shown_at = "", self.t0  # the last progress line, and when
         self.exits: list[dict] = []  # the worker or beat exiting by itself
         self.respawn: dict[str, float] = {}  # process -> when to start it again
 
@@ -108,6 +109,8 @@ class ChaosRun:
 
     def broker_backlog(self) -> str:
         """What a broker restart is about to lose: tasks queued and reserved."""
+        from redis import RedisError
+
         queues = ("alerts", "transactional", "digests", "sweeps")
         try:
             pipe = self.broker.pipeline(transaction=False)
@@ -115,7 +118,7 @@ class ChaosRun:
                 pipe.llen(name)
             pipe.hlen("unacked")
             *lengths, reserved = pipe.execute()
-        except Exception as error:  # noqa: BLE001  (evidence only; the restart goes ahead)
+        except RedisError as error:  # evidence only: the restart goes ahead
             return f"backlog unknown: {error}"
         queued = ", ".join(f"{n} queued on {name}" for name, n in zip(queues, lengths, strict=True) if n)
         return f"{queued or 'no task queued'}, {reserved} reserved by the worker"
@@ -125,13 +128,13 @@ class ChaosRun:
     def publish(self) -> None:
         self.t0 = time.time()
         self.fault.arm(self)
-        self.t0 = time.time()
+        self.t0 = self.shown_at = time.time()
         self.job.start()
 
     def watch(self) -> str:
         """Drive the fault until the alert has finished and the fault is over (or the
         timeout); returns why it stopped."""
-        fault, finished_since, next_progress, shown = self.fault, None, self.t0 + PROGRESS_EVERY, None
+        fault, finished_since = self.fault, None
         while True:
             self.tail.read()
             progress = self._look_if_due()
@@ -152,16 +155,21 @@ class ChaosRun:
             if now - since > self.args.timeout:
                 return f"timed out {self.args.timeout:.0f} s after the fault" + (
                     " cleared" if fault.cleared_at else "")
-            if now >= next_progress:
-                status = self.last_look.status if self.last_look else "?"
-                line = (f"{self.tail.unique:,}/{self.expected:,} readers handed off, {self.tail.lines:,} copies"
-                        f" (alert {status}{'' if progress is not None else ', database not answering'})")
-                if line != shown or now >= next_progress + QUIET_PROGRESS_EVERY - PROGRESS_EVERY:
-                    print(f"  {now - self.t0:8.2f}s  {line}", flush=True)
-                    shown, next_progress = line, now + PROGRESS_EVERY
-                else:
-                    next_progress += PROGRESS_EVERY
+            self._show_progress(now, answering=progress is not None)
             time.sleep(fault.poll_interval())
+
+    def _show_progress(self, now: float, *, answering: bool) -> None:
+        """A line every PROGRESS_EVERY seconds while it changes, else every
+        QUIET_PROGRESS_EVERY (a 600-second outage would print 120 alike)."""
+        since = now - self.shown_at
+        if since < PROGRESS_EVERY:
+            return
+        status = self.last_look.status if self.last_look else "?"
+        line = (f"{self.tail.unique:,}/{self.expected:,} readers handed off, {self.tail.lines:,} copies"
+                f" (alert {status}{'' if answering else ', database not answering'})")
+        if line != self.shown or since >= QUIET_PROGRESS_EVERY:
+            print(f"  {now - self.t0:8.2f}s  {line}", flush=True)
+            self.shown, self.shown_at = line, now
 
     def _supervise(self, now: float) -> None:
         """Start the worker or beat again --respawn-after seconds after it exited by

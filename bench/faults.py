@@ -200,8 +200,9 @@ class MidSend(Fault):
 
 class KillChildCut(Fault):
     name = "kill-child-cut"
-    about = ("SIGKILL the pool process that is cutting the audience into batches, once"
-             " --cut-batches batches exist and fanned_out_at is still null")
+    about = ("SIGKILL the pool process that is cutting the audience into batches, fanned_out_at"
+             " still null: as a chunk of batches has just been committed (while they are being"
+             " queued), or once --cut-batches exist")
     before_provider_call = True
     recovery_target = ("publish", 20.0)
 
@@ -209,9 +210,10 @@ class KillChildCut(Fault):
         super().__init__(args)
         self.baseline: dict[int, int] = {}
         self.cutter: int | None = None
+        self.seen_cut = 0  # batches at the last look
 
     def flags(self) -> list[str]:
-        return ["--cut-batches", str(self.args.cut_batches)]
+        return ["--cut-batches", str(self.args.cut_batches)] if self.args.cut_batches else []
 
     def arm(self, run: ChaosRun) -> None:
         # The pool is idle now (warmed up, no task queued): the first process to
@@ -234,11 +236,20 @@ class KillChildCut(Fault):
         if progress.fanned_out or progress.status != "sending":
             self.give_up(run, f"the cut had finished (fanned_out_at set, {progress.cut} batches)"
                               " before the kill")
-        elif self.cutter and progress.cut >= self.args.cut_batches:
+        elif self.cutter and self._moment(progress.cut):
+            at = time.time()
             os.kill(self.cutter, signal.SIGKILL)
-            self.strike(run, f"SIGKILLed pool process {self.cutter} during the cut: {progress.cut}"
-                             " batches cut, fanned_out_at null")
+            self.strike(run, f"SIGKILLed pool process {self.cutter} during the cut: {progress.cut} batches cut"
+                             f" ({progress.cut - self.seen_cut} since the look before), fanned_out_at null", at=at)
             self.cleared_at = self.started_at
+        self.seen_cut = progress.cut
+
+    def _moment(self, cut: int) -> bool:
+        """With --cut-batches K, once K batches exist; else as soon as several batches
+        appear at once: a chunk has just been committed, and the cut is queueing it."""
+        if self.args.cut_batches:
+            return cut >= self.args.cut_batches
+        return cut - self.seen_cut >= 2
 
     def finish(self, run: ChaosRun) -> None:
         again = run.topology.redelivered_tasks().get("alerts.fan_out_alert", 0)
