@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -84,6 +85,26 @@ def _batch_summary(batches: QuerySet[Batch]) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class Progress:
+    """One look at a sending alert in the database, as the chaos benchmark polls it
+    (bench/chaos.py): to time its faults and to say how many readers were in flight."""
+
+    status: str
+    fanned_out: bool
+    last_handoff_at: datetime | None
+    batches: dict[str, int]  # batch status -> batches
+    sending: tuple[tuple[int, int], ...]  # (batch id, planned readers) of each batch SENDING
+
+    @property
+    def cut(self) -> int:
+        return sum(self.batches.values())
+
+    @property
+    def sending_readers(self) -> int:
+        return sum(readers for _, readers in self.sending)
+
+
 class AlertJob:
     """Publish one breaking alert, through the same service the admin calls."""
 
@@ -109,6 +130,26 @@ class AlertJob:
 
     def ledger_where(self) -> tuple[str, list]:
         return "d.alert_id = %s", [self.alert.pk]
+
+    def progress(self) -> Progress | None:
+        """The alert row and its batches now; None while the database does not answer
+        (a chaos scenario restarts it), with the broken connection closed so the next
+        look opens a new one."""
+        from django.db import DatabaseError, InterfaceError, connection
+        from django.db.models import Count
+
+        from alerts.models import Alert, Batch
+
+        try:
+            alert = Alert.objects.values("status", "fanned_out_at", "last_handoff_at").get(pk=self.alert.pk)
+            batches = Batch.objects.filter(alert_id=self.alert.pk)
+            counts = dict(batches.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+            sending = tuple(batches.filter(status=Batch.Status.SENDING).values_list("pk", "planned_count"))
+        except (DatabaseError, InterfaceError):
+            connection.close()
+            return None
+        return Progress(alert["status"], alert["fanned_out_at"] is not None, alert["last_handoff_at"],
+                        counts, sending)
 
     def summary(self, t0: float) -> dict:
         from django.db.models import Count

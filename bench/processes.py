@@ -38,8 +38,11 @@ if TYPE_CHECKING:
     from celery import Celery
 
 
-def base_env(settings_module: str = "config.settings") -> dict[str, str]:
-    """What the benchmark, migrate and the workers all run with."""
+def base_env(settings_module: str = "config.settings", *, pg_server: str = PG_SERVER,
+             redis_server: str = REDIS_SERVER) -> dict[str, str]:
+    """What the benchmark, migrate and the workers all run with. The chaos benchmark
+    passes its own throwaway PostgreSQL or Redis server for the scenarios that restart
+    one; the benchmark's databases on them have the same names and numbers."""
     return {
         "DJANGO_SETTINGS_MODULE": settings_module,
         "SECRET_KEY": SECRET_KEY,
@@ -48,9 +51,9 @@ def base_env(settings_module: str = "config.settings") -> dict[str, str]:
         "SECURE_SSL_REDIRECT": "0",
         "ALLOWED_HOSTS": "news.example.com,127.0.0.1,localhost",
         "SITE_URL": "https://news.example.com",
-        "DATABASE_URL": f"{PG_SERVER}/{DB_NAME}",
-        "CELERY_BROKER_URL": f"{REDIS_SERVER}/{BROKER_DB}",
-        "CACHE_REDIS_URL": f"{REDIS_SERVER}/{CACHE_DB}",
+        "DATABASE_URL": f"{pg_server}/{DB_NAME}",
+        "CELERY_BROKER_URL": f"{redis_server}/{BROKER_DB}",
+        "CACHE_REDIS_URL": f"{redis_server}/{CACHE_DB}",
         "LOG_LEVEL": "WARNING",
         "DEFAULT_FROM_EMAIL": "The Daily Courier <alerts@news.example.com>",
         "PUBLICATION_NAME": "The Daily Courier",
@@ -134,12 +137,14 @@ def signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def start_fake(procs: Processes, backend: str, run_dir: Path) -> tuple[int, Path, subprocess.Popen]:
-    """Start the fake provider on a free port; return (port, record file, process)."""
+def start_fake(procs: Processes, backend: str, run_dir: Path,
+               extra: tuple[str, ...] = ()) -> tuple[int, Path, subprocess.Popen]:
+    """Start the fake provider on a free port, with `extra` options; return (port,
+    record file, process)."""
     record = run_dir / "accepted.tsv"
     record.touch()
     module = "tests.fakes.mailgun" if backend == "mailgun" else "tests.fakes.smtp"
-    cmd = [sys.executable, "-m", module, "--port", "0", "--record", str(record)]
+    cmd = [sys.executable, "-m", module, "--port", "0", "--record", str(record), *extra]
     if backend == "mailgun":
         cmd += ["--api-key", API_KEY]
     proc = procs.start(f"fake {backend}", cmd, dict(os.environ), run_dir / "fake.log", stdout_pipe=True)
@@ -180,11 +185,12 @@ def wait_for_workers(app: Celery, workers: list[tuple[str, subprocess.Popen]], p
                 waiting.discard(node.split("@", 1)[0])
 
 
-def mailgun_control(port: int, command: dict) -> None:
+def mailgun_control(port: int, command: dict) -> dict:
+    """Send a /_control command to the fake Mailgun; returns its statistics after it."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}/_control", data=json.dumps(command).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=5):
-        pass
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)
 
 
 def mailgun_stats(port: int) -> dict:

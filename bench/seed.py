@@ -35,10 +35,12 @@ FREQUENCY = {"alert": ("immediate", "daily"), "digest": ("daily", "immediate")}
 DOMAINS = ("example.com", "example.net", "example.org", "mail.example.com", "news-readers.example")
 
 
-def ensure_database() -> None:
+def ensure_database(server: str = PG_SERVER) -> None:
+    """Create the benchmark database on `server` (the shared one unless the chaos
+    benchmark passes its own throwaway cluster) if it is missing."""
     import psycopg
 
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{DB_NAME}"')
@@ -53,8 +55,21 @@ def migrate(env: dict[str, str], log: Path) -> None:
         raise RuntimeError(f"manage.py migrate failed; see {log}")
 
 
-def bench_dsn() -> str:
-    return f"{PG_SERVER}/{DB_NAME}"
+def foreign_migrations(server: str = PG_SERVER) -> list[str]:
+    """Migrations of the app applied to the benchmark database that this checkout does
+    not have: another worktree's code migrated it, and this code cannot write to it."""
+    import psycopg
+
+    on_disk = {path.stem for path in (ROOT / "alerts" / "migrations").glob("[0-9]*.py")}
+    with psycopg.connect(bench_dsn(server), autocommit=True) as conn:
+        if not conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]:
+            return []
+        applied = {row[0] for row in conn.execute("SELECT name FROM django_migrations WHERE app = 'alerts'")}
+    return sorted(applied - on_disk)
+
+
+def bench_dsn(server: str = PG_SERVER) -> str:
+    return f"{server}/{DB_NAME}"
 
 
 @dataclass
@@ -66,12 +81,12 @@ class Seed:
     reused: bool = False
 
 
-def seed_subscribers(n: int, mode: str, force: bool) -> Seed:
+def seed_subscribers(n: int, mode: str, force: bool, server: str = PG_SERVER) -> Seed:
     """Make sure the bench database holds exactly the seed for n eligible subscribers
     of this mode, seeding with COPY only if the existing one does not match."""
     import psycopg
 
-    with psycopg.connect(bench_dsn(), autocommit=True) as conn:
+    with psycopg.connect(bench_dsn(server), autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS bench_seed (eligible integer, total integer,"
                      " version integer, hash_key text, by_category jsonb, seeded_at timestamptz)")
         conn.execute("ALTER TABLE bench_seed ADD COLUMN IF NOT EXISTS mode text")
@@ -197,10 +212,10 @@ def eligible_where(mode: str) -> str:
     return f"s.status = 'confirmed' AND s.frequency = 'immediate' AND s.confirmed_at <= %(at)s AND {unsuppressed}"
 
 
-def clear_run_tables(mode: str) -> None:
+def clear_run_tables(mode: str, server: str = PG_SERVER) -> None:
     import psycopg
 
-    with psycopg.connect(bench_dsn(), autocommit=True) as conn:
+    with psycopg.connect(bench_dsn(server), autocommit=True) as conn:
         digest_runs = conn.execute("SELECT to_regclass('alerts_digestrun')").fetchone()[0]
         conn.execute("TRUNCATE alerts_delivery, alerts_batch, alerts_alert"
                      f"{', alerts_digestrun' if digest_runs else ''} RESTART IDENTITY CASCADE")

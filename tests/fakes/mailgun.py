@@ -17,9 +17,28 @@ Endpoints:
 * ``POST /v3/<domain>/messages`` -- multipart/form-data or
   application/x-www-form-urlencoded, HTTP Basic auth ``api:<api key>``.
 * ``POST /_control`` -- JSON ``{"fail_next": n, "status": 500, "retry_after": 1,
-  "delay": 0.0, "failure_rate": 0.0, "seed": 1, "reset": true}``.
+  "delay": 0.0, "failure_rate": 0.0, "seed": 1, "reset": true}``, and the outage
+  controls of the chaos benchmark (bench/chaos.py), each on its own or combined:
+
+  - ``{"outage_seconds": 150}`` or ``{"outage_until": <epoch>}``: answer every
+    message call with 503 (``outage_status``, optional ``retry_after``) until then;
+    0 ends an outage now.
+  - ``{"rate_limit": 50, "retry_after": 1}``: answer 429 with that Retry-After to
+    calls beyond 50 in any one second (calls let through count); 0 lifts it.
+  - ``{"accept_then_hang": n, "hang_seconds": 4}``: accept and record the next n
+    calls, then hold each answer that long (past a client's timeout).
+
 * ``GET /_stats`` -- JSON ``{"calls", "recipients", "unique_recipients",
-  "duplicates", "rejected"}``.
+  "duplicates", "rejected"}``, plus ``requests`` (every message call, answered or
+  not), ``refused_outage``, ``refused_rate_limit``, ``delayed``, ``held``,
+  ``held_released``, ``hang_pending``, ``outage_until``, ``first_accepted_at`` and
+  ``last_accepted_at`` (epoch seconds).
+
+``--log-requests FILE`` appends one tab-separated line per message call: arrived,
+accepted (or -), answered (epoch seconds), HTTP status, the fault that shaped the
+answer (outage, rate_limit, fail, held, or -), recipient count, first recipient, and
+the message id of an accepted call (or -). ``--log-arrivals FILE`` appends
+``<epoch>\t<client port>`` as each message call arrives, before it is answered.
 
 Stdlib only, so it runs anywhere the test suite does.
 """
@@ -144,6 +163,24 @@ class _Faults:
     failure_status: int = 500
     failure_retry_after: int | None = None
     rng: random.Random = dataclasses.field(default_factory=random.Random)
+    outage_until: float = 0.0  # epoch seconds; every call before it gets outage_status
+    outage_status: int = 503
+    outage_retry_after: int | None = None
+    rate_limit: int = 0  # calls let through per second; 0 is no limit
+    rate_retry_after: int | None = None
+    # Arrival times of the calls let through in the last second.
+    rate_window: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
+    hang_next: int = 0  # accept, then hold the answer of this many calls
+    hang_seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Refusal:
+    """An injected error answer, and which fault gave it (for the counts and the log)."""
+
+    status: int
+    retry_after: int | None
+    kind: str
 
 
 # --------------------------------------------------------------------------
@@ -338,6 +375,8 @@ class FakeMailgun:
         keep_calls: bool = True,
         domains: Iterable[str] | None = None,
         max_recipients: int | None = MAILGUN_MAX_RECIPIENTS,
+        request_log_path: str | os.PathLike[str] | None = None,
+        arrival_log_path: str | os.PathLike[str] | None = None,
     ) -> None:
         """
         record_path: append "<message-id>\\t<recipient>\\n" per accepted recipient.
@@ -345,6 +384,10 @@ class FakeMailgun:
         domains: sender domains that exist (others get Mailgun's 404);
             None accepts any domain.
         max_recipients: Mailgun's per-call limit; None disables the check.
+        request_log_path: append one line per message call, answered or refused
+            (see the module docstring), for timing faults from outside.
+        arrival_log_path: append "<epoch>\\t<client port>" as each message call
+            arrives, before it is answered.
         """
         self._requested_port = port
         self._api_key = api_key
@@ -360,7 +403,14 @@ class FakeMailgun:
         self._recipients: collections.Counter[str] = collections.Counter()
         self._total_recipients = 0
         self._faults = _Faults()
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._first_accepted_at: float | None = None
+        self._last_accepted_at: float | None = None
         self._record: IO[str] | None = None
+        self._request_log_path = request_log_path
+        self._request_log: IO[str] | None = None
+        self._arrival_log_path = arrival_log_path
+        self._arrival_log: IO[str] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -372,6 +422,10 @@ class FakeMailgun:
         if self._record_path is not None:
             # Held open for the server's lifetime; stop() closes it.
             self._record = open(self._record_path, "a", encoding="utf-8")  # noqa: SIM115
+        if self._request_log_path is not None:
+            self._request_log = open(self._request_log_path, "a", encoding="utf-8")  # noqa: SIM115
+        if self._arrival_log_path is not None:
+            self._arrival_log = open(self._arrival_log_path, "a", encoding="utf-8")  # noqa: SIM115
         self._server = _Server((HOST, self._requested_port), self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -398,6 +452,10 @@ class FakeMailgun:
             if self._record is not None:
                 self._record.close()
                 self._record = None
+            for log in (self._request_log, self._arrival_log):
+                if log is not None:
+                    log.close()
+            self._request_log = self._arrival_log = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -447,15 +505,22 @@ class FakeMailgun:
         with self._lock:
             return self._rejected
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         with self._lock:
             unique = len(self._recipients)
+            faults = self._faults
             return {
                 "calls": self._call_count,
                 "recipients": self._total_recipients,
                 "unique_recipients": unique,
                 "duplicates": self._total_recipients - unique,
                 "rejected": self._rejected,
+                **{key: self._counts[key] for key in _FAULT_COUNTS},
+                "hang_pending": faults.hang_next,
+                "outage_until": faults.outage_until or None,
+                "rate_limit": faults.rate_limit,
+                "first_accepted_at": self._first_accepted_at,
+                "last_accepted_at": self._last_accepted_at,
             }
 
     def reset(self) -> None:
@@ -465,8 +530,13 @@ class FakeMailgun:
             self._call_count = self._rejected = self._total_recipients = 0
             self._recipients.clear()
             self._faults = _Faults()
+            self._counts.clear()
+            self._first_accepted_at = self._last_accepted_at = None
             if self._record is not None:
                 self._record.truncate(0)
+            for log in (self._request_log, self._arrival_log):
+                if log is not None:
+                    log.truncate(0)
 
     # -- fault injection ---------------------------------------------------
 
@@ -495,6 +565,30 @@ class FakeMailgun:
             self._faults.failure_retry_after = retry_after
             self._faults.rng = random.Random(seed)
 
+    def set_outage(
+        self, until: float, status: int = 503, retry_after: int | None = None
+    ) -> None:
+        """Answer every message call with `status` until the epoch time `until`
+        (a time in the past ends the outage)."""
+        with self._lock:
+            self._faults.outage_until = until
+            self._faults.outage_status = status
+            self._faults.outage_retry_after = retry_after
+
+    def set_rate_limit(self, per_second: int, retry_after: int | None = 1) -> None:
+        """Answer 429 to calls beyond `per_second` in any one second; 0 lifts it."""
+        with self._lock:
+            self._faults.rate_limit = per_second
+            self._faults.rate_retry_after = retry_after
+            self._faults.rate_window.clear()
+
+    def accept_then_hang(self, n: int, seconds: float) -> None:
+        """Accept and record the next n calls, then hold each answer `seconds`: the
+        client times out although the provider has the batch."""
+        with self._lock:
+            self._faults.hang_next = n
+            self._faults.hang_seconds = seconds
+
     def apply_control(self, command: dict[str, Any]) -> None:
         """Apply a /_control JSON command; 'reset' first so it can be combined."""
         status = int(command.get("status", 500))
@@ -511,21 +605,52 @@ class FakeMailgun:
             )
         if command.get("fail_next"):
             self.fail_next(int(command["fail_next"]), status, retry_after)
+        self._apply_outage_control(command, retry_after)
+
+    def _apply_outage_control(
+        self, command: dict[str, Any], retry_after: int | None
+    ) -> None:
+        outage_status = int(command.get("outage_status", 503))
+        if "outage_until" in command:
+            self.set_outage(float(command["outage_until"]), outage_status, retry_after)
+        elif "outage_seconds" in command:
+            seconds = float(command["outage_seconds"])
+            self.set_outage(time.time() + seconds if seconds > 0 else 0.0,
+                            outage_status, retry_after)
+        if "rate_limit" in command:
+            self.set_rate_limit(int(command["rate_limit"]),
+                                1 if retry_after is None else retry_after)
+        if "accept_then_hang" in command:
+            self.accept_then_hang(int(command["accept_then_hang"]),
+                                  float(command.get("hang_seconds", 4.0)))
 
     # -- request handling (called from handler threads) --------------------
 
     def handle_send(
-        self, domain: str, headers: dict[str, str], body: bytes
+        self,
+        domain: str,
+        headers: dict[str, str],
+        body: bytes,
+        client_port: int | None = None,
     ) -> Response:
-        """Answer one POST /v3/<domain>/messages as Mailgun would."""
+        """Answer one POST /v3/<domain>/messages as Mailgun would. Its arrival is
+        logged first (with the client's port, when given), so that the chaos benchmark
+        can find the worker process waiting for it while it is being answered."""
+        arrived = time.time()
+        self._log_arrival(arrived, client_port)
+        with self._lock:
+            self._counts["requests"] += 1
         delay = self._faults.delay  # a float read needs no lock
         if delay > 0:
+            with self._lock:
+                self._counts["delayed"] += 1
             time.sleep(delay)
         if not self._authorized(headers.get("authorization", "")):
             return 401, {"Content-Type": "text/plain"}, b"Forbidden"
-        fault = self._take_fault()
-        if fault is not None:
-            return _error_response(*fault)
+        refusal = self._take_refusal(arrived)
+        if refusal is not None:
+            self._log_request(arrived, None, refusal.status, refusal.kind, headers, body)
+            return _error_response(refusal.status, refusal.retry_after)
         if self._domains is not None and domain.lower() not in self._domains:
             return _json_response(404, {"message": f"Domain not found: {domain}"})
         try:
@@ -533,9 +658,94 @@ class FakeMailgun:
         except BadRequest as exc:
             return _json_response(400, {"message": str(exc)})
         self._accept(call)
+        accepted = time.time()
+        hang = self._take_hang()
+        if hang:
+            time.sleep(hang)
+            with self._lock:
+                self._counts["held_released"] += 1
+        self._log_request(arrived, accepted, 200, "held" if hang else "-", headers, body, call)
         return _json_response(
             200, {"id": call.message_id, "message": "Queued. Thank you."}
         )
+
+    def _take_refusal(self, now: float) -> _Refusal | None:
+        """An outage or the rate limit first, then the faults of fail_next and
+        failure_rate; counted by kind."""
+        with self._lock:
+            faults = self._faults
+            if now < faults.outage_until:
+                refusal = _Refusal(faults.outage_status, faults.outage_retry_after, "outage")
+            elif faults.rate_limit and self._over_rate_limit(now):
+                refusal = _Refusal(429, faults.rate_retry_after, "rate_limit")
+            else:
+                refusal = None
+            if refusal is not None:
+                self._rejected += 1
+                self._counts[f"refused_{refusal.kind}"] += 1
+                return refusal
+        fault = self._take_fault()
+        return None if fault is None else _Refusal(*fault, "fail")
+
+    def _over_rate_limit(self, now: float) -> bool:
+        """Whether a call arriving now is one too many this second; a call let
+        through is counted. Called with the lock held."""
+        window = self._faults.rate_window
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= self._faults.rate_limit:
+            return True
+        window.append(now)
+        return False
+
+    def _take_hang(self) -> float:
+        with self._lock:
+            faults = self._faults
+            if faults.hang_next <= 0:
+                return 0.0
+            faults.hang_next -= 1
+            self._counts["held"] += 1
+            return faults.hang_seconds
+
+    def _log_arrival(self, arrived: float, client_port: int | None) -> None:
+        if self._arrival_log is None:
+            return
+        with self._lock:
+            if self._arrival_log is not None:
+                self._arrival_log.write(f"{arrived:.6f}\t{client_port or 0}\n")
+                self._arrival_log.flush()
+
+    def _log_request(
+        self,
+        arrived: float,
+        accepted: float | None,
+        status: int,
+        fault: str,
+        headers: dict[str, str],
+        body: bytes,
+        call: Call | None = None,
+    ) -> None:
+        if self._request_log is None:
+            return
+        if call is not None:
+            recipients = call.recipients
+        else:
+            try:  # a refused call is parsed only to say whose batch it was
+                recipients = extract_recipients(
+                    parse_form(headers.get("content-type", ""), body)[0]
+                )
+            except BadRequest:
+                recipients = []
+        line = "\t".join((
+            f"{arrived:.6f}", "-" if accepted is None else f"{accepted:.6f}",
+            f"{time.time():.6f}", str(status), fault, str(len(recipients)),
+            recipients[0] if recipients else "-",
+            "-" if call is None else call.message_id,
+        ))
+        with self._lock:
+            if self._request_log is not None:
+                self._request_log.write(line + "\n")
+                self._request_log.flush()
 
     def _authorized(self, authorization: str) -> bool:
         scheme, _, encoded = authorization.partition(" ")
@@ -583,6 +793,9 @@ class FakeMailgun:
     def _accept(self, call: Call) -> None:
         with self._lock:
             self._call_count += 1
+            self._last_accepted_at = time.time()
+            if self._first_accepted_at is None:
+                self._first_accepted_at = self._last_accepted_at
             if self._keep_calls:
                 self._calls.append(call)
             self._recipients.update(call.recipients)
@@ -593,6 +806,11 @@ class FakeMailgun:
                 prefix = call.message_id + "\t"
                 self._record.write("".join(prefix + r + "\n" for r in call.recipients))
                 self._record.flush()
+
+
+# Counters of the chaos controls, reported by stats().
+_FAULT_COUNTS = ("requests", "refused_outage", "refused_rate_limit", "delayed", "held",
+                 "held_released")
 
 
 def _check_recipient_variables(form: Form) -> None:
@@ -682,7 +900,9 @@ class _Handler(BaseHTTPRequestHandler):
         match = _MESSAGES_PATH.fullmatch(path)
         if match:
             headers = {k.lower(): v for k, v in self.headers.items()}
-            self._send(*self.server.fake.handle_send(unquote(match[1]), headers, body))
+            fake = self.server.fake
+            port = self.client_address[1]
+            self._send(*fake.handle_send(unquote(match[1]), headers, body, port))
         elif path == "/_control":
             self._send(*self._control(body))
         else:
@@ -756,6 +976,8 @@ def main(argv: list[str] | None = None) -> int:
         record_path=args.record,
         keep_calls=args.keep_calls,
         max_recipients=args.max_recipients or None,
+        request_log_path=args.log_requests,
+        arrival_log_path=args.log_arrivals,
     )
     fake.start()
     print(f"listening on {fake.api_url}", flush=True)
@@ -777,6 +999,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--record",
         metavar="FILE",
         help="append '<message-id>\\t<recipient>' per accepted recipient",
+    )
+    parser.add_argument(
+        "--log-requests",
+        metavar="FILE",
+        help="append one line per message call, answered or refused (arrived,"
+        " accepted, answered, status, fault, recipients, first recipient, message id)",
+    )
+    parser.add_argument(
+        "--log-arrivals",
+        metavar="FILE",
+        help="append '<epoch>\\t<client port>' as each message call arrives",
     )
     parser.add_argument(
         "--keep-calls",
