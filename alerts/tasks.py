@@ -8,6 +8,7 @@ import this module, which sits above them all.
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import DatabaseError, close_old_connections
 
 from . import sweeper
 from .common.queueing import enqueue
@@ -54,6 +55,8 @@ def send_batch(self, batch_id: int) -> None:
         fanout.batch_send(batch_id=batch_id, task_id=self.request.id or "")
     except RetryLater as later:
         raise self.retry(countdown=later.countdown) from later
+    except DatabaseError as error:
+        raise _retry_when_the_database_is_back(self, error) from error
 
 
 @shared_task(name="alerts.sweep_sends", acks_late=True)
@@ -78,6 +81,20 @@ def send_digest_batch(self, batch_id: int) -> None:
         digest_send.digest_batch_send(batch_id=batch_id, task_id=self.request.id or "")
     except RetryLater as later:
         raise self.retry(countdown=later.countdown) from later
+    except DatabaseError as error:
+        raise _retry_when_the_database_is_back(self, error) from error
+
+
+# A send cut off by a database restart is tried again this soon, as the same task: its
+# claim names the task, so the retry takes the batch back at once, without waiting out
+# the lease. About two minutes of tries; after that the sweeper's lease rule applies.
+DATABASE_RETRY_SECONDS = 3
+DATABASE_RETRIES = 40
+
+
+def _retry_when_the_database_is_back(task, error: DatabaseError):
+    close_old_connections()
+    return task.retry(countdown=DATABASE_RETRY_SECONDS, max_retries=DATABASE_RETRIES, exc=error)
 
 
 @shared_task(name="alerts.purge_unconfirmed")

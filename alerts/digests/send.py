@@ -20,6 +20,7 @@ from ..sending.batches import (
     claim_batch,
     close_batch,
     failed_outcomes,
+    keeper,
     retry_or_give_up,
     set_aside_if_poison,
     wake_waiting,
@@ -43,7 +44,8 @@ def digest_batch_send(*, batch_id: int, task_id: str = "") -> str:
     if claim.batch is None:
         return claim.status
     batch = claim.batch
-    status = _send(batch)
+    with keeper.holding(batch):
+        status = _send(batch)
     if status == Batch.Status.SENT and batch.waiting_since:
         wake_waiting(BatchOwner.of(batch), SEND_TASK)  # the provider is back
     digest_run_finish_if_done(run_id=batch.digest_run_id)

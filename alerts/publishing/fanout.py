@@ -30,6 +30,7 @@ from ..sending.batches import (
     close_batch,
     create_batches,
     failed_outcomes,
+    keeper,
     ranges_after,
     record_partial,
     retry_or_give_up,
@@ -153,7 +154,8 @@ def batch_send(*, batch_id: int, task_id: str = "") -> str:
     if claim.batch is None:
         return claim.status
     batch = claim.batch
-    status = _send(batch)
+    with keeper.holding(batch):
+        status = _send(batch)
     if status == Batch.Status.SENT and batch.waiting_since:
         wake_waiting(BatchOwner.of(batch), SEND_TASK)  # the provider is back
     alert_finish_if_done(alert_id=batch.alert_id)

@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -252,6 +253,15 @@ class LeaseKeeper:
     def drop(self, batch: Batch) -> None:
         with self._lock:
             self._held.pop(batch.pk, None)
+
+    @contextmanager
+    def holding(self, batch: Batch):
+        """Stop renewing the batch's lease when its send ends, however it ends: a send
+        that died with the database must let its lease run out, to be taken over."""
+        try:
+            yield
+        finally:
+            self.drop(batch)
 
     def _run(self) -> None:
         lease = timedelta(seconds=settings.BATCH_LEASE_SECONDS)

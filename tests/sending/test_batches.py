@@ -261,3 +261,22 @@ def test_the_walk_cuts_full_batches_around_suppressed_readers(alert, settings, m
     send_all(batches)
     assert sorted(mailgun.recipient_counts()) == sorted(f"r{i}@example.com" for i in range(28) if i not in suppressed)
     assert max(mailgun.recipient_counts().values()) == 1
+
+
+def test_a_send_that_dies_with_the_database_stops_renewing_its_lease(alert, settings, mailgun, monkeypatch):
+    from django.db import OperationalError
+
+    make_subscriber()
+    batch = publish_and_cut(alert, settings=settings)[0]
+    monkeypatch.setattr(batch_engine.keeper, "enabled", True)
+    alive = type("Alive", (), {"is_alive": lambda self: True})()
+    monkeypatch.setattr(batch_engine.keeper, "_thread", alive)  # no thread: only what it holds is watched
+
+    def database_gone(batch):
+        assert batch_engine.keeper._held  # held while it sends
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(fanout, "_send", database_gone)
+    with pytest.raises(OperationalError):
+        fanout.batch_send(batch_id=batch.pk)
+    assert batch_engine.keeper._held == {}  # its lease runs out, and another worker takes it over
