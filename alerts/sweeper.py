@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Max, Min, Q
+from django.db.models import Max, Q
 
 from .common.queueing import enqueue
 from .digests.schedule import digest_run_finish_if_done
@@ -116,17 +116,19 @@ def _probe_waiting_providers(now: datetime) -> int:
     digest run is made due every PROVIDER_PROBE_SECONDS, unless one of them is being
     tried. The first probe that gets through wakes the rest (sending.batches.wake_waiting)."""
     quiet = now - timedelta(seconds=settings.PROVIDER_PROBE_SECONDS)
-    waiting = (Batch.objects.filter(SENDING_OWNER, status=Batch.Status.PENDING, next_attempt_at__gt=now)
-               .values("alert_id", "digest_run_id").annotate(first=Min("pk"), last_try=Max("claimed_at")))
+    waiting = Batch.objects.filter(SENDING_OWNER, status=Batch.Status.PENDING, next_attempt_at__gt=now,
+                                   waiting_since__isnull=False)
     probes = 0
-    for owner in waiting:
+    for owner in waiting.values("alert_id", "digest_run_id").annotate(last_try=Max("claimed_at")):
         fields = {"alert_id": owner["alert_id"]} if owner["alert_id"] else {"digest_run_id": owner["digest_run_id"]}
         in_flight = Batch.objects.filter(**fields, status=Batch.Status.SENDING).exists()
         if in_flight or (owner["last_try"] and owner["last_try"] > quiet):
             continue
-        if Batch.objects.filter(pk=owner["first"], status=Batch.Status.PENDING).update(next_attempt_at=now):
-            enqueue("alerts.send_digest_batch" if owner["digest_run_id"] else "alerts.send_batch",
-                    batch_id=owner["first"])
+        # The batch tried least recently, so that probes take turns: no batch is
+        # called more often than its own backoff would, give or take a probe.
+        probe = waiting.filter(**fields).order_by("claimed_at", "pk").values_list("pk", flat=True).first()
+        if probe and Batch.objects.filter(pk=probe, status=Batch.Status.PENDING).update(next_attempt_at=now):
+            enqueue("alerts.send_digest_batch" if owner["digest_run_id"] else "alerts.send_batch", batch_id=probe)
             probes += 1
     return probes
 

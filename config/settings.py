@@ -282,7 +282,7 @@ FANOUT_BATCH_SIZE: int = env.int("FANOUT_BATCH_SIZE", default=0)
 # call), so a short lease never takes a batch from a live worker; a dead worker's
 # batch is taken over this long after its last heartbeat, or at once when Celery
 # redelivers the dead worker's task.
-BATCH_LEASE_SECONDS: int = env.int("BATCH_LEASE_SECONDS", default=20)
+BATCH_LEASE_SECONDS: int = env.int("BATCH_LEASE_SECONDS", default=12)
 # The same for the one walker cutting an alert's audience into batches.
 CUT_LEASE_SECONDS: int = env.int("CUT_LEASE_SECONDS", default=20)
 # The sweeper re-queues fan-outs and batches left pending this long (a message lost

@@ -224,6 +224,13 @@ def retry_delay(attempts: int, retry_after: float | None) -> float:
     return _capped(max(backoff, retry_after or 0))
 
 
+def rate_limit_delay(retry_after: float | None) -> float:
+    """After a 429: the provider's Retry-After (1 s if it gave none), stretched by up to
+    as much again at random, so that the batches it turned away come back spread out
+    rather than all at once."""
+    return _capped((retry_after or 1) * random.uniform(1, 2))
+
+
 class LeaseKeeper:
     """Renews the leases of the batches this process holds, from a daemon thread,
     every quarter lease: a live send keeps its batch however slow the provider, and a
@@ -302,8 +309,14 @@ def retry_or_give_up(batch: Batch, error: TransientSendError, *, subscriber_ids:
         return close_batch(batch, Batch.Status.FAILED, error=(
             f"Gave up at {deadline:%Y-%m-%d %H:%M:%S} UTC; the provider had been failing since"
             f" {since:%H:%M:%S}: {error}"))
-    delay = retry_delay(batch.attempts, error.retry_after)
-    if not ledger.release(batch, error=str(error), delay=delay, timed_out=error.maybe_sent):
+    if error.rate_limited:
+        # The provider is up and we are over its rate: come back when it says, without
+        # the growing backoff of an outage, and without counting as waiting for it.
+        delay = rate_limit_delay(error.retry_after)
+    else:
+        delay = retry_delay(batch.attempts, error.retry_after)
+    if not ledger.release(batch, error=str(error), delay=delay, timed_out=error.maybe_sent,
+                          waiting=not error.rate_limited):
         logger.warning("Batch %s was taken over while its call failed", batch.pk)
     keeper.drop(batch)
     raise RetryLater(delay, str(error))

@@ -199,13 +199,16 @@ def renew(held: dict[int, int], *, lease: timedelta) -> int:
     return Batch.objects.filter(fenced, status=Batch.Status.SENDING).update(lease_expires_at=Now() + lease)
 
 
-def release(batch: Batch, *, error: str, delay: float, timed_out: bool = False) -> bool:
-    """Hand a claimed batch back for a retry `delay` seconds from now, counting the
-    wait from its first failure; False if the claim was no longer this one's."""
+def release(batch: Batch, *, error: str, delay: float, timed_out: bool = False, waiting: bool = True) -> bool:
+    """Hand a claimed batch back for a retry `delay` seconds from now (with `waiting`,
+    counting the wait for the provider from its first failure); False if the claim was
+    no longer this one's. The batch is due a little before its retry message arrives,
+    so that the message is never turned away as early."""
+    changes = {"waiting_since": Coalesce("waiting_since", Now())} if waiting else {}
     return bool(Batch.objects.filter(pk=batch.pk, status=Batch.Status.SENDING, attempts=batch.attempts).update(
         status=Batch.Status.PENDING, lease_expires_at=None, claimed_by="", last_error=error[:2000],
-        next_attempt_at=Now() + timedelta(seconds=delay), waiting_since=Coalesce("waiting_since", Now()),
-        timeouts_after_send=F("timeouts_after_send") + (1 if timed_out else 0),
+        next_attempt_at=Now() + timedelta(seconds=delay * 0.9),
+        timeouts_after_send=F("timeouts_after_send") + (1 if timed_out else 0), **changes,
     ))
 
 

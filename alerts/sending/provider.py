@@ -58,14 +58,17 @@ class TransientSendError(Exception):
     """Worth retrying: rate limits, provider 5xx, timeouts, network errors.
 
     `maybe_sent` marks a call that timed out after the whole request had gone out:
-    the provider may have accepted it, so it is sent again at most once."""
+    the provider may have accepted it, so it is sent again at most once.
+    `rate_limited` marks a 429: the provider is up, we are too fast for it."""
 
     def __init__(self, message: str, *, retry_after: float | None = None,
-                 partial_results: list | None = None, maybe_sent: bool = False) -> None:
+                 partial_results: list | None = None, maybe_sent: bool = False,
+                 rate_limited: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.partial_results = partial_results or []
         self.maybe_sent = maybe_sent
+        self.rate_limited = rate_limited
 
 
 class PermanentSendError(Exception):
@@ -154,7 +157,8 @@ def _classify(error: AnymailAPIError) -> Exception:
         # Anymail's error is also the requests exception it wraps: a read timeout
         # means the request went out whole and only the answer is missing.
         return TransientSendError(str(error)[:1000], retry_after=_retry_after(error),
-                                  maybe_sent=isinstance(error, requests.exceptions.ReadTimeout))
+                                  maybe_sent=isinstance(error, requests.exceptions.ReadTimeout),
+                                  rate_limited=status == 429)
     return PermanentSendError(str(error)[:1000])
 
 
