@@ -136,6 +136,7 @@ class MidSend(Fault):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.arrivals: IO[str] | None = None
+        self.partial = ""  # a line of the arrivals log read before it was complete
         self.call_arrived: float | None = None  # the provider call it struck during
 
     def flags(self) -> list[str]:
@@ -158,7 +159,7 @@ class MidSend(Fault):
         moment to strike; None otherwise (or if the alert finished first)."""
         if self.started_at or self.missed or self.arrivals is None:
             return None
-        arrived = self.arrivals.readlines()
+        arrived = self._new_arrivals()
         if progress is not None and progress.status != "sending":
             self.give_up(run, f"the alert was {progress.status} before a provider call was caught arriving"
                               f" after {self.args.fault_at:.0%} of the readers were handed off")
@@ -168,13 +169,23 @@ class MidSend(Fault):
         if run.tail.unique < self.args.fault_at * run.expected:
             # Learn which process has which connection to the fake now (a millisecond
             # each, for a port not seen before), so the strike need not.
-            run.topology.pool_process_calling({int(line.split("\t")[1]) for line in arrived})
+            run.topology.pool_process_calling({port for _, port in arrived})
             return None
-        at, _, port = arrived[-1].strip().partition("\t")
-        if time.time() - float(at) > self.FRESH_S:
+        at, port = arrived[-1]
+        if time.time() - at > self.FRESH_S:
             return None
-        self.call_arrived = float(at)
-        return int(port)
+        self.call_arrived = at
+        return port
+
+    def _new_arrivals(self) -> list[tuple[float, int]]:
+        """(arrived, client port) of the calls logged since the last poll."""
+        text = self.partial + self.arrivals.read()
+        complete, _, self.partial = text.rpartition("\n")
+        arrivals = []
+        for line in complete.splitlines():
+            at, _, port = line.partition("\t")
+            arrivals.append((float(at), int(port)))
+        return arrivals
 
     def strike(self, run: ChaosRun, what: str, progress: Progress | None = None,
                at: float | None = None) -> None:
