@@ -159,7 +159,7 @@ if env.str("RATELIMIT_IP_META_KEY", default=""):
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXIES else None
 SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # Load balancers probe the health endpoint over plain HTTP.
-SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz/(live|ready)?$"]
 SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
@@ -381,3 +381,24 @@ UNSUBSCRIBE_UNDO_HOURS: int = env.int("UNSUBSCRIBE_UNDO_HOURS", default=48)
 # Per-address limits on "email me my preferences link" (list-bombing defence).
 PREFERENCES_LINK_COOLDOWN_SECONDS: int = env.int("PREFERENCES_LINK_COOLDOWN_SECONDS", default=600)
 PREFERENCES_LINK_DAILY_LIMIT: int = env.int("PREFERENCES_LINK_DAILY_LIMIT", default=3)
+
+# --- Observability: metrics, logs, errors, deliverability guard --------------------
+# The Prometheus endpoint (/metrics) answers only a scraper that sends
+# "Authorization: Bearer <METRICS_TOKEN>" or comes from METRICS_ALLOWED_NETWORKS (CIDR
+# list, e.g. 10.0.0.0/8, the address as TRUSTED_PROXIES tells it). Both empty by
+# default: a fresh deployment exposes nothing until the operator chooses.
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS: list[str] = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_network!r} is not a network.") from None
+# Per-alert gauges (hand-off and inbox times) for this many of the latest alerts: enough
+# to compare the last one with the ones before, few enough to keep series bounded.
+METRICS_RECENT_ALERTS: int = env.int("METRICS_RECENT_ALERTS", default=5)
+# Spam complaints over the last 24 hours, as a share of emails handed off: above WARN
+# (Gmail's and Yahoo's 0.1%) every admin page warns and the log says so; above CONFIRM
+# (their 0.3% ceiling) the editor confirms the figure before publishing.
+DELIVERABILITY_COMPLAINT_WARN: float = env.float("DELIVERABILITY_COMPLAINT_WARN", default=0.001)
+DELIVERABILITY_COMPLAINT_CONFIRM: float = env.float("DELIVERABILITY_COMPLAINT_CONFIRM", default=0.003)

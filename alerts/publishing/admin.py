@@ -21,6 +21,7 @@ from ..common.addresses import email_hmac
 from ..common.tokens import link_tokens
 from ..emails import alert_message
 from ..models import Alert, Delivery, Topic
+from ..observability.time_to_inbox import alert_inbox_times
 from . import services
 from .audience import audience_count
 from .progress import alert_engagement, alert_progress
@@ -192,11 +193,13 @@ class AlertAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/alerts/alert/progress.html", self._context(
             request, alert, f"Sending: {alert.headline}", progress=alert_progress(alert),
             engagement=alert_engagement(alert), lookup=lookup, delivery=delivery,
+            inbox=alert_inbox_times(alert),
             give_up_minutes=settings.SEND_GIVE_UP_AFTER_SECONDS // 60))
 
     def progress_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         alert = self._alert(request, pk)
-        return JsonResponse(alert_progress(alert).as_dict())
+        return JsonResponse({**alert_progress(alert).as_dict(),
+                             "time_to_inbox": alert_inbox_times(alert).as_dict()})
 
 
 class ScheduleForm(forms.Form):
