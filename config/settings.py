@@ -8,10 +8,14 @@ development mode explicitly with DEBUG=1.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from .logging import logging_config
+from .sentry import init_sentry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -339,13 +343,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-}
+# Plain lines for a terminal; LOG_FORMAT=json for one JSON object per line, with the
+# alert, batch and task ids where they apply (config/logging.py).
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="plain")
+try:
+    LOGGING = logging_config(log_format=LOG_FORMAT, level=env.str("LOG_LEVEL", default="INFO"))
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
+# The worker and beat log through LOGGING too, instead of Celery's own format; and
+# Python's warnings become log records, so they are JSON lines too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+logging.captureWarnings(True)
 
 # Pepper for keyed hashes of addresses (suppression list). Changing it makes existing
 # suppressions unmatchable, so it is not derived from SECRET_KEY, which rotates.
@@ -402,3 +410,11 @@ METRICS_RECENT_ALERTS: int = env.int("METRICS_RECENT_ALERTS", default=5)
 # (their 0.3% ceiling) the editor confirms the figure before publishing.
 DELIVERABILITY_COMPLAINT_WARN: float = env.float("DELIVERABILITY_COMPLAINT_WARN", default=0.001)
 DELIVERABILITY_COMPLAINT_CONFIRM: float = env.float("DELIVERABILITY_COMPLAINT_CONFIRM", default=0.003)
+# Errors of the web app and the workers go to Sentry when SENTRY_DSN is set, with no
+# personal data (config/sentry.py); without it nothing is started. Tracing is off
+# unless asked for: it would send a sample of every request.
+SENTRY_DSN: str = env.str("SENTRY_DSN", default="")
+SENTRY_ENVIRONMENT: str = env.str("SENTRY_ENVIRONMENT", default="")
+SENTRY_TRACES_SAMPLE_RATE: float = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, release=env.str("SENTRY_RELEASE", default=""),
+            traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
