@@ -21,6 +21,7 @@ from ..common.addresses import email_hmac
 from ..common.tokens import link_tokens
 from ..emails import alert_message
 from ..models import Alert, Delivery, Topic
+from ..observability.deliverability import rolling_rates
 from ..observability.time_to_inbox import alert_inbox_times
 from . import services
 from .audience import audience_count
@@ -142,14 +143,20 @@ class AlertAdmin(admin.ModelAdmin):
     def publish_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         alert = self._alert(request, pk)
         self._require_publisher(request)
-        if request.method == "POST":
+        # Observability: above DELIVERABILITY_COMPLAINT_CONFIRM, the editor confirms
+        # with the complaint rate in front of them (observability/deliverability.py).
+        rates = rolling_rates()
+        unconfirmed = rates.confirm and not request.POST.get("confirm_complaints")
+        if request.method == "POST" and unconfirmed:
+            messages.error(request, "Tick the box to confirm you have seen the complaint rate.")
+        if request.method == "POST" and not unconfirmed:
             if services.alert_publish(alert_id=alert.pk, user=request.user):
                 messages.success(request, "Published: the alert is on its way to subscribers.")
             else:
                 messages.warning(request, "This alert was already published.")
             return redirect("admin:alerts_alert_progress", alert.pk)
         return TemplateResponse(request, "admin/alerts/alert/publish.html", self._context(
-            request, alert, "Publish this alert now?", audience=audience_count(alert)))
+            request, alert, "Publish this alert now?", audience=audience_count(alert), rates=rates))
 
     def schedule_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         alert = self._alert(request, pk)
