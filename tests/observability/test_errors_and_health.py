@@ -3,7 +3,6 @@ liveness and readiness endpoints."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -23,12 +22,12 @@ def test_the_scrubber_replaces_every_address_in_an_event():
         "request": {"data": {"email": "erin@example.com"}, "query_string": "email=frank%40example.com"},
         "extra": {("tuple", "eve@example.com"): "kept"},
     }
-    scrubbed = json.dumps(scrub_event(event, {}), default=str)
+    scrubbed = repr(scrub_event(event, {}))
     for address in ("frank%40example.com", "alice@example.com", "bob.smith+news@mail.example.org", "carol@example.net",
                     "dave@example.com", "erin@example.com", "eve@example.com"):
         assert address not in scrubbed
     assert scrubbed.count("[address]") == 7
-    assert '"ids": [1, 2]' in scrubbed and '"n": 3' in scrubbed  # the rest is kept
+    assert "'ids': [1, 2]" in scrubbed and "'n': 3" in scrubbed  # the rest is kept
     assert "email=[address]" in scrubbed
 
 
