@@ -133,6 +133,7 @@ def test_an_alerts_charts_follow_the_ledger_while_it_sends_and_after(site_with_m
     assert engagement["labels"][0] == "0h"
     desk.locator("#chart-sending").screenshot(path=str(tmp_path / "sending-after.png"))
     desk.locator("#chart-engagement").screenshot(path=str(tmp_path / "engagement-after.png"))
+    desk.screenshot(path=str(tmp_path / "progress-phone.png"), full_page=True)
     box = desk.locator("#chart-sending").bounding_box()
     assert box["width"] <= PHONE["width"] and box["height"] > 150  # readable on a phone
 
@@ -149,4 +150,5 @@ def test_an_alerts_charts_follow_the_ledger_while_it_sends_and_after(site_with_m
     for canvas in ("chart-recent-inbox", "chart-recent-engagement", "chart-confirmed", "chart-signups",
                    "chart-unsubscribes"):
         desk.locator(f"#{canvas}").screenshot(path=str(tmp_path / f"{canvas}.png"))
+    desk.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
     assert TrackingEvent.objects.filter(alert=alert).count() == READERS + 8
