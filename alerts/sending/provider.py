@@ -14,7 +14,7 @@ import smtplib
 from dataclasses import dataclass
 
 import requests
-from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
+from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailUnsupportedFeature
 from django.conf import settings
 from django.core.mail import get_connection
 
@@ -24,34 +24,29 @@ from ..emails import RenderedAlert, personalise, personalised_copy, subscriber_l
 from ..models import Delivery
 from .anymail_batch import BatchMessage, backend_class
 from .ledger import Outcome, outcomes
-
-# Recipients per provider API call: each provider's documented batch limit. Anymail
-# never splits a list, so a batch is exactly one call. Plain SMTP sends one message per
-# recipient over one connection per batch; 500 keeps a batch well inside the lease.
-BATCH_SIZES = {"Mailgun": 1000, "SendGrid": 1000, "Postmark": 500, "Mandrill": 1000,
-               "Mailjet": 50, "Amazon SES": 50}
-DEFAULT_BATCH_SIZE = 500
-# How each provider spells a per-recipient merge field in a body. Providers not listed
-# get one API call per recipient, which is correct but slow.
-MERGE_FIELDS = {"Mailgun": "%recipient.{}%", "Mailjet": "[[var:{}]]", "Mandrill": "*|{}|*"}
+from .profiles import MERGED, PROVIDER, ProviderProfile, profile_for
 
 
 @dataclass(frozen=True)
 class SendingProfile:
+    """The configured backend and what its provider does in one call."""
+
     backend_path: str
     esp_name: str | None
     batch_size: int
     merge_field: str | None
+    provider: ProviderProfile
 
 
-def sending_profile() -> SendingProfile:
-    """What the configured EMAIL_BACKEND can do in one call."""
-    path = settings.EMAIL_BACKEND
+def sending_profile(backend_path: str | None = None) -> SendingProfile:
+    """What the configured EMAIL_BACKEND (or `backend_path`) can do in one call."""
+    path = backend_path or settings.EMAIL_BACKEND
     esp_name = getattr(backend_class(path), "esp_name", None)
     if not isinstance(esp_name, str):
         esp_name = None
-    size = settings.FANOUT_BATCH_SIZE or BATCH_SIZES.get(esp_name, DEFAULT_BATCH_SIZE)
-    return SendingProfile(path, esp_name, size, MERGE_FIELDS.get(esp_name))
+    provider = profile_for(esp_name)
+    size = min(settings.FANOUT_BATCH_SIZE or provider.batch_size, max(provider.recipient_limit, provider.batch_size))
+    return SendingProfile(path, esp_name, size, provider.merge_field, provider)
 
 
 class TransientSendError(Exception):
@@ -85,11 +80,6 @@ def deliver_rendered(rendered: RenderedAlert, recipients: list[tuple[int, str]],
     return _send_each(rendered, recipients, profile)
 
 
-# Providers that also substitute merge fields in custom headers, so List-Unsubscribe can
-# be one header for the whole batch (anymail's own merge_headers for Mailgun works this
-# way); elsewhere each recipient's header travels as anymail merge_headers.
-HEADER_MERGE = {"Mailgun"}
-
 # One backend (one HTTP session, kept alive) per worker process and provider.
 _connections: ProcessCache = ProcessCache("provider connections", size=8)
 
@@ -99,12 +89,14 @@ def _connection_key(path: str) -> tuple[str, str]:
     return path, repr(sorted(settings.ANYMAIL.items()))
 
 
-def _esp_connection(path: str):
-    return _connections.get(_connection_key(path), lambda: _open_connection(path))
+def _esp_connection(path: str, options: dict | None = None):
+    return _connections.get(_connection_key(path), lambda: _open_connection(path, options or {}))
 
 
-def _open_connection(path: str):
-    connection = backend_class(path)(fail_silently=False)
+def _open_connection(path: str, options: dict):
+    # The profile's options (Postmark's bulk API) are backend keyword settings, which
+    # anymail reads before ANYMAIL's: an operator need not set them.
+    connection = backend_class(path)(fail_silently=False, **options)
     connection.open()
     return connection
 
@@ -117,27 +109,40 @@ def _drop_connection(path: str) -> None:
 
 def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *, tag: str,
                  metadata: dict[str, str]):
-    """One API call for the whole batch; each copy gets its own links via merge data."""
-    field = profile.merge_field.format("t")
+    """One API call for the whole batch; each copy gets its own links via merge data,
+    and its own List-Unsubscribe as the provider's profile says."""
+    provider = profile.provider
+    field, key = provider.merge_field.format("t"), provider.merge_key.format("t")
     # Reversed with a plain placeholder: reverse() would percent-encode the merge field.
     links = {name: url.replace("TOKEN", field) for name, url in subscriber_links("TOKEN").items()}
     headers = {k: personalise(v, links) for k, v in rendered.headers.items()}
     make_token = link_tokens.bulk_maker()
     to = [email for _, email in recipients]
-    merge_data = {email: {"t": make_token(sid)} for sid, email in recipients}
+    merge_data = {email: {key: make_token(sid)} for sid, email in recipients}
     merge_headers = None
-    if profile.esp_name not in HEADER_MERGE:
+    if provider.unsubscribe == PROVIDER:
+        # The provider cannot carry a header per reader in a batch: its own
+        # unsubscribe handling sets one, and a shared one-click header would be wrong.
+        headers.pop("List-Unsubscribe")
+        headers.pop("List-Unsubscribe-Post")
+    elif provider.unsubscribe != MERGED:
         unsubscribe = headers.pop("List-Unsubscribe")
-        merge_headers = {email: {"List-Unsubscribe": unsubscribe.replace(field, data["t"])}
+        merge_headers = {email: {"List-Unsubscribe": unsubscribe.replace(field, data[key])}
                          for email, data in merge_data.items()}
     message = BatchMessage(
         subject=rendered.subject, body=personalise(rendered.text, links),
         from_email=settings.DEFAULT_FROM_EMAIL, to=to, headers=headers,
-        connection=_esp_connection(profile.backend_path), merge_data=merge_data,
+        connection=_esp_connection(profile.backend_path, provider.backend_options), merge_data=merge_data,
         tags=[tag], metadata=metadata,
     )
     if merge_headers:
         message.merge_headers = merge_headers
+    if provider.per_recipient_metadata:
+        message.merge_metadata = {email: dict(metadata) for email in to}
+    if provider.esp_extra:
+        message.esp_extra = provider.esp_extra
+    if provider.entries_personalised_by_us:
+        message.merge_field_format = provider.merge_field
     message.attach_alternative(personalise(rendered.html, links), "text/html")
     try:
         message.send()
@@ -146,6 +151,9 @@ def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *
     except AnymailAPIError as error:
         _drop_connection(profile.backend_path)
         raise _classify(error) from error
+    except AnymailUnsupportedFeature as error:
+        # A message this provider cannot take: every retry would meet the same refusal.
+        raise PermanentSendError(f"{profile.esp_name} cannot send this message: {error}"[:1000]) from error
     return _statuses(message, recipients)
 
 
