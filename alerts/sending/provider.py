@@ -11,6 +11,9 @@ every failure into its kind, in one place:
 from __future__ import annotations
 
 import smtplib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
@@ -25,6 +28,8 @@ from ..models import Delivery
 from .anymail_batch import BatchMessage, backend_class
 from .ledger import Outcome, outcomes
 from .profiles import MERGED, PROVIDER, ProviderProfile, profile_for
+from .smtp import MessageTemplate, open_smtp
+from .smtp import pool as smtp_pool
 
 
 @dataclass(frozen=True)
@@ -71,13 +76,17 @@ class PermanentSendError(Exception):
 
 
 def deliver_rendered(rendered: RenderedAlert, recipients: list[tuple[int, str]], *, tag: str,
-                     metadata: dict[str, str]) -> list[Outcome]:
+                     metadata: dict[str, str], on_progress: Callable[[list[Outcome]], None] | None = None,
+                     backend_path: str | None = None) -> list[Outcome]:
     """Send one rendered email to every recipient, each with their own links: one API
-    call where the provider personalises batches, else one message each."""
-    profile = sending_profile()
+    call where the provider personalises batches, else one message each, in rounds
+    whose outcomes go to `on_progress` as each ends (the caller writes them to the
+    ledger, so a retry resends nobody already accepted). `backend_path` overrides
+    EMAIL_BACKEND (the fallback provider)."""
+    profile = sending_profile(backend_path)
     if profile.merge_field:
         return _send_merged(rendered, recipients, profile, tag=tag, metadata=metadata)
-    return _send_each(rendered, recipients, profile)
+    return _send_each(rendered, recipients, profile, on_progress)
 
 
 # One backend (one HTTP session, kept alive) per worker process and provider.
@@ -203,36 +212,151 @@ def _statuses(message: BatchMessage, recipients) -> list[Outcome]:
     return results
 
 
-def _send_each(rendered: RenderedAlert, recipients, profile: SendingProfile):
-    """One message per recipient over one connection (SMTP and providers without
-    batch merge). A failure part-way keeps what was already accepted."""
+SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+# Readers each connection takes per round: after every round the round's readers go
+# into the ledger (`on_progress`), so a batch retried after its worker died resends
+# nobody already accepted but the round in flight.
+ROUND_PER_CONNECTION = 50
+_threads: ThreadPoolExecutor | None = None
+_local = threading.local()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _threads
+    if _threads is None:
+        _threads = ThreadPoolExecutor(max_workers=max(settings.EMAIL_CONNECTIONS, 1),
+                                      thread_name_prefix="email-connection")
+    return _threads
+
+
+def _send_each(rendered: RenderedAlert, recipients, profile: SendingProfile, on_progress=None):
+    """One message per recipient (SMTP, and providers without a tested batch call),
+    over EMAIL_CONNECTIONS kept connections at once, in rounds: each round's readers
+    are reported to `on_progress` as it ends. A failure part-way keeps what was
+    already accepted (TransientSendError.partial_results: the readers not yet
+    reported)."""
     make_token = link_tokens.bulk_maker()
+    if profile.backend_path == SMTP_BACKEND:
+        send_share = _smtp_sender(MessageTemplate(rendered, settings.DEFAULT_FROM_EMAIL), make_token)
+        parallel = settings.EMAIL_CONNECTIONS
+    else:
+        send_share = _backend_sender(rendered, profile, make_token)
+        # Only anymail's HTTP backends are known to be safe in several threads.
+        parallel = settings.EMAIL_CONNECTIONS if profile.esp_name else 1
     results: list[Outcome] = []
-    connection = get_connection(profile.backend_path, fail_silently=False)
-    try:
-        connection.open()
-        for subscriber_id, email in recipients:
-            copy = personalised_copy(rendered, to=email, links=subscriber_links(make_token(subscriber_id)),
-                                     connection=connection)
-            try:
-                copy.send()
-            except (smtplib.SMTPRecipientsRefused, AnymailRecipientsRefused) as error:
-                results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
-                continue
-            except AnymailAPIError as error:
-                classified = _classify(error)
-                if isinstance(classified, TransientSendError):
-                    classified.partial_results = results
-                raise classified from error
-            except (smtplib.SMTPException, OSError) as error:
-                raise TransientSendError(str(error)[:1000], partial_results=results) from error
-            message_id = _message_id(copy) or copy.extra_headers.get("Message-ID", "")
-            results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id))
-    except (smtplib.SMTPException, OSError) as error:
-        raise TransientSendError(str(error)[:1000], partial_results=results) from error
-    finally:
-        connection.close()
+    reported = 0
+    connections = max(1, min(parallel, -(-len(recipients) // ROUND_PER_CONNECTION)))
+    round_size = connections * ROUND_PER_CONNECTION
+    for start in range(0, len(recipients), round_size):
+        chunk = recipients[start:start + round_size]
+        shares = [chunk[i::connections] for i in range(connections)]
+        if connections == 1:
+            done = [send_share(shares[0])]
+        else:
+            done = list(_executor().map(send_share, shares))
+        errors = []
+        for rows, error in done:
+            results.extend(rows)
+            if error is not None:
+                errors.append(error)
+        if errors:
+            permanent = [e for e in errors if isinstance(e, PermanentSendError)]
+            error = permanent[0] if permanent else errors[0]
+            if isinstance(error, TransientSendError):
+                error.partial_results = results[reported:]
+            raise error
+        if on_progress is not None:
+            on_progress(results[reported:])
+            reported = len(results)
     return results
+
+
+def _smtp_sender(template: MessageTemplate, make_token):
+    def send_share(share):
+        results: list[Outcome] = []
+        try:
+            connection, reused = smtp_pool.take()
+        except (smtplib.SMTPException, OSError) as error:
+            return results, TransientSendError(f"SMTP connection failed: {error}"[:1000])
+        try:
+            for subscriber_id, email in share:
+                message_id, data = template.render(subscriber_id, email, subscriber_links(make_token(subscriber_id)))
+                try:
+                    connection.sendmail(template.envelope_from, [email], data)
+                except smtplib.SMTPServerDisconnected:
+                    if not (reused and not results):
+                        raise
+                    # Closed by the server while idle, before this batch sent anything
+                    # over it: open a fresh one and send this message there.
+                    smtp_pool.discard(connection)
+                    connection, reused = open_smtp(), False
+                    connection.sendmail(template.envelope_from, [email], data)
+                except smtplib.SMTPRecipientsRefused as error:
+                    results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
+                    continue
+                except smtplib.SMTPResponseException as error:
+                    if error.smtp_code < 500:
+                        raise
+                    results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
+                    continue
+                results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id))
+        except (smtplib.SMTPException, OSError) as error:
+            smtp_pool.discard(connection)
+            return results, TransientSendError(str(error)[:1000])
+        smtp_pool.give_back(connection)
+        return results, None
+
+    return send_share
+
+
+def _thread_connection(profile: SendingProfile):
+    """This thread's backend for a per-message provider, kept across batches (one
+    HTTP session per thread: requests sessions are not shared between threads)."""
+    cache = getattr(_local, "backends", None)
+    if cache is None:
+        cache = _local.backends = {}
+    key = _connection_key(profile.backend_path)
+    if key not in cache:
+        cache[key] = get_connection(profile.backend_path, fail_silently=False)
+        cache[key].open()
+    return cache[key]
+
+
+def _backend_sender(rendered: RenderedAlert, profile: SendingProfile, make_token):
+    def send_share(share):
+        results: list[Outcome] = []
+        keep = bool(profile.esp_name)
+        connection = _thread_connection(profile) if keep else get_connection(profile.backend_path,
+                                                                              fail_silently=False)
+        try:
+            if not keep:
+                connection.open()
+            for subscriber_id, email in share:
+                copy = personalised_copy(rendered, to=email, links=subscriber_links(make_token(subscriber_id)),
+                                         connection=connection)
+                try:
+                    copy.send()
+                except (smtplib.SMTPRecipientsRefused, AnymailRecipientsRefused) as error:
+                    results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
+                    continue
+                except AnymailAPIError as error:
+                    if keep:
+                        getattr(_local, "backends", {}).pop(_connection_key(profile.backend_path), None)
+                    return results, _classify(error)
+                except AnymailUnsupportedFeature as error:
+                    return results, PermanentSendError(f"{profile.esp_name} cannot send this message: {error}"[:1000])
+                except (smtplib.SMTPException, OSError) as error:
+                    return results, TransientSendError(str(error)[:1000])
+                message_id = _message_id(copy) or copy.extra_headers.get("Message-ID", "")
+                results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id))
+        except (smtplib.SMTPException, OSError) as error:
+            return results, TransientSendError(str(error)[:1000])
+        finally:
+            if not keep:
+                connection.close()
+        return results, None
+
+    return send_share
 
 
 def _message_id(message) -> str:
