@@ -259,6 +259,15 @@ EMAIL_BACKEND_FALLBACK: str = env.str("EMAIL_BACKEND_FALLBACK", default="")
 # providers sent one message per call: each message waits a round trip, so a few in
 # parallel hide the waits without crowding the server.
 EMAIL_CONNECTIONS: int = env.int("EMAIL_CONNECTIONS", default=4)
+# The provider account's sending limit, in recipients a second, shared by every worker
+# (a token bucket in Redis): one number for any provider, or per provider by anymail
+# name, e.g. "mailgun=500,amazon ses=14,smtp=3000". 0, the default: no limit of ours,
+# since only the newsroom knows its account's.
+_send_rate = env.str("EMAIL_SEND_RATE", default="0")
+EMAIL_SEND_RATE: float | dict[str, float] = (
+    {name.strip().lower(): float(rate) for name, rate in (item.split("=", 1) for item in _send_rate.split(","))}
+    if "=" in _send_rate else float(_send_rate)
+)
 
 # --- The publication ---------------------------------------------------------------
 PUBLICATION_NAME: str = env.str("PUBLICATION_NAME", default="The Daily Courier")

@@ -25,6 +25,7 @@ from ..common.cache import ProcessCache
 from ..common.tokens import link_tokens
 from ..emails import RenderedAlert, personalise, personalised_copy, subscriber_links
 from ..models import Delivery
+from . import throttle
 from .anymail_batch import BatchMessage, backend_class
 from .ledger import Outcome, outcomes
 from .profiles import MERGED, PROVIDER, ProviderProfile, profile_for
@@ -85,8 +86,22 @@ def deliver_rendered(rendered: RenderedAlert, recipients: list[tuple[int, str]],
     EMAIL_BACKEND (the fallback provider)."""
     profile = sending_profile(backend_path)
     if profile.merge_field:
+        _throttle(profile, len(recipients))
         return _send_merged(rendered, recipients, profile, tag=tag, metadata=metadata)
     return _send_each(rendered, recipients, profile, on_progress)
+
+
+def _throttle(profile: SendingProfile, recipients: int) -> None:
+    rate = throttle.rate_for(profile.esp_name)
+    if rate > 0:
+        throttle.wait_for(throttle.account_key(profile.backend_path, profile.esp_name), rate, recipients)
+
+
+def _rate_limited(profile: SendingProfile, error: Exception) -> Exception:
+    """A 429 despite our own limit: the account's real limit is lower, slow down."""
+    if isinstance(error, TransientSendError) and error.rate_limited and throttle.rate_for(profile.esp_name) > 0:
+        throttle.slow_down(throttle.account_key(profile.backend_path, profile.esp_name))
+    return error
 
 
 # One backend (one HTTP session, kept alive) per worker process and provider.
@@ -159,7 +174,7 @@ def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *
         return outcomes((sid for sid, _ in recipients), Delivery.Status.FAILED, "", str(error)[:400])
     except AnymailAPIError as error:
         _drop_connection(profile.backend_path)
-        raise _classify(error) from error
+        raise _rate_limited(profile, _classify(error)) from error
     except AnymailUnsupportedFeature as error:
         # A message this provider cannot take: every retry would meet the same refusal.
         raise PermanentSendError(f"{profile.esp_name} cannot send this message: {error}"[:1000]) from error
@@ -249,6 +264,7 @@ def _send_each(rendered: RenderedAlert, recipients, profile: SendingProfile, on_
     round_size = connections * ROUND_PER_CONNECTION
     for start in range(0, len(recipients), round_size):
         chunk = recipients[start:start + round_size]
+        _throttle(profile, len(chunk))
         shares = [chunk[i::connections] for i in range(connections)]
         if connections == 1:
             done = [send_share(shares[0])]
@@ -264,7 +280,7 @@ def _send_each(rendered: RenderedAlert, recipients, profile: SendingProfile, on_
             error = permanent[0] if permanent else errors[0]
             if isinstance(error, TransientSendError):
                 error.partial_results = results[reported:]
-            raise error
+            raise _rate_limited(profile, error)
         if on_progress is not None:
             on_progress(results[reported:])
             reported = len(results)
