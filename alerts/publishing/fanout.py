@@ -174,7 +174,7 @@ def _send(batch: Batch) -> str:
         return set_aside
     readers = recipients(batch, alert)
     try:
-        results = deliver(alert, readers)
+        results = deliver(alert, readers, on_progress=lambda rows: record_partial(batch, rows))
     except TransientSendError as error:
         record_partial(batch, error.partial_results)
         return retry_or_give_up(batch, error, subscriber_ids=[sid for sid, _ in readers])
@@ -192,15 +192,16 @@ def _published_alert(batch: Batch) -> Alert:
                              lambda: Alert.objects.get(pk=batch.alert_id))
 
 
-def deliver(alert: Alert, readers: list[tuple[int, str]]) -> list[Outcome]:
+def deliver(alert: Alert, readers: list[tuple[int, str]], on_progress=None) -> list[Outcome]:
     """Hand readers to the provider: one Outcome each; raises TransientSendError or
-    PermanentSendError."""
+    PermanentSendError. Per-message sends report each round to `on_progress`."""
     if not readers:
         return []
     rendered = _render_cache.get((alert.pk, alert.updated_at), lambda: alert_rendering(alert))
     # Observability: time the call and count its outcomes (alerts/common/metrics.py).
     with metrics.provider_call(kind="alert", recipients=len(readers), failures=CALL_FAILURES) as call:
-        results = deliver_rendered(rendered, readers, tag="breaking-alert", metadata={"alert_id": str(alert.pk)})
+        results = deliver_rendered(rendered, readers, tag="breaking-alert", metadata={"alert_id": str(alert.pk)},
+                                   on_progress=on_progress)
         call.statuses = [row.status for row in results]
     return results
 
