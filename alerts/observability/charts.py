@@ -14,17 +14,24 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 
 from anymail.signals import EventType
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from ..models import Alert, Batch, Delivery, Subscriber, TrackingEvent
-from .time_to_inbox import inbox_times
+from .time_to_inbox import cached_inbox_times
 
 # At most this many points a line: a phone's width, and a small JSON every refresh.
 MAX_POINTS = 200
 ENGAGEMENT_HOURS = 48
+# The dashboard's figures count the ledger of each of the latest alerts (a million rows
+# each, for a big list): computed at most once in this many seconds.
+DASHBOARD_CACHE_SECONDS = 300
+# Every open progress page refreshes its charts every 2 s while the alert sends; one
+# count serves them all for this long.
+CHARTS_CACHE_SECONDS = 5
 ENGAGEMENT = {"opened": EventType.OPENED, "clicked": EventType.CLICKED, "unsubscribed": EventType.UNSUBSCRIBED}
 S = Delivery.Status
 # The ledger keeps each reader's latest state: an opener who clicked is counted in both.
@@ -35,8 +42,16 @@ REACHED = {
 }
 
 
-def alert_charts(alert: Alert) -> dict:
-    """Both charts of one alert's page; `live` while it is still sending."""
+def alert_charts(alert: Alert, *, cached: bool = False) -> dict:
+    """Both charts of one alert's page; `live` while it is still sending. `cached`: at
+    most CHARTS_CACHE_SECONDS old, for the page's refreshes while it sends."""
+    if cached:
+        key = f"stoppress:alert-charts:{alert.pk}"
+        found = cache.get(key)
+        if found is None:
+            found = alert_charts(alert)
+            cache.set(key, found, CHARTS_CACHE_SECONDS)
+        return found
     return {"status": alert.status, "live": alert.status in (Alert.Status.SENDING, Alert.Status.SCHEDULED),
             "sending": sending_series(alert), "engagement": engagement_series(alert)}
 
@@ -112,13 +127,23 @@ def _bucket_rows_portable(alert: Alert, kinds: list[str], width: int) -> list[tu
     return [(bucket, kind, n) for (bucket, kind), n in counts.items()]
 
 
-def recent_alerts(limit: int = 20) -> dict:
+def recent_alerts(limit: int = 20, *, fresh: bool = False) -> dict:
     """The latest `limit` published alerts, oldest first: headline, p50 and p95 time to
-    inbox, and the shares of delivered readers who opened and clicked."""
+    inbox, and the shares of delivered readers who opened and clicked (at most
+    DASHBOARD_CACHE_SECONDS old unless `fresh`)."""
+    key = f"stoppress:recent-alerts:{limit}"
+    cached = None if fresh else cache.get(key)
+    if cached is None:
+        cached = _recent_alerts(limit)
+        cache.set(key, cached, DASHBOARD_CACHE_SECONDS)
+    return cached
+
+
+def _recent_alerts(limit: int) -> dict:
     alerts = list(Alert.objects.filter(published_at__isnull=False).order_by("-published_at")
                   .values_list("pk", "headline", "published_at")[:limit])[::-1]
     ids = [pk for pk, *_ in alerts]
-    times = inbox_times(ids)
+    times = cached_inbox_times(ids)
     reached = {row["alert_id"]: row for row in Delivery.objects.filter(alert_id__in=ids).values("alert_id")
                .annotate(**{name: Count("pk", filter=Q(status__in=s)) for name, s in REACHED.items()})}
     rows = []
@@ -138,7 +163,17 @@ def recent_alerts(limit: int = 20) -> dict:
 def subscriber_series(days: int = 90) -> dict:
     """Confirmed readers at the end of each of the last `days` days, and signups and
     unsubscribes each day, split by where readers signed up (Subscriber.source). From
-    each reader's latest confirmation and unsubscription, which is what is kept."""
+    each reader's latest confirmation and unsubscription, which is what is kept. At most
+    DASHBOARD_CACHE_SECONDS old."""
+    key = f"stoppress:subscriber-series:{days}"
+    cached = cache.get(key)
+    if cached is None:
+        cached = _subscriber_series(days)
+        cache.set(key, cached, DASHBOARD_CACHE_SECONDS)
+    return cached
+
+
+def _subscriber_series(days: int) -> dict:
     today = timezone.now().date()
     first = today - timedelta(days=days - 1)
     since = timezone.make_aware(datetime.combine(first, datetime.min.time()))

@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 from .. import models
 from ..models import Alert, Batch
 from . import deliverability
-from .time_to_inbox import QUANTILES, inbox_times
+from .time_to_inbox import QUANTILES, cached_inbox_times
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class DatabaseCollector:
         delivered = GaugeMetricFamily(
             "stoppress_alert_delivered", "Readers the provider reported delivered, for the most recent alerts.",
             labels=["alert", "mailbox"])
-        for pk, times in inbox_times([pk for pk, *_ in alerts]).items():
+        for pk, times in cached_inbox_times([pk for pk, *_ in alerts]).items():
             for mailbox, figures in [("all", times.overall), *times.by_mailbox.items()]:
                 delivered.add_metric([str(pk), mailbox], figures.count)
                 for q, value in zip(QUANTILES, (figures.p50, figures.p95, figures.p99), strict=True):

@@ -210,11 +210,11 @@ class AlertAdmin(admin.ModelAdmin):
     def progress_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         alert = self._alert(request, pk)
         return JsonResponse({**alert_progress(alert).as_dict(),
-                             "time_to_inbox": alert_inbox_times(alert).as_dict()})
+                             "time_to_inbox": alert_inbox_times(alert, cached=True).as_dict()})
 
 
     def charts_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
-        return JsonResponse(charts.alert_charts(self._alert(request, pk)))
+        return JsonResponse(charts.alert_charts(self._alert(request, pk), cached=True))
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         """Time to inbox and engagement of the latest alerts; subscribers over time."""

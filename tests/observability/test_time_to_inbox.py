@@ -10,6 +10,7 @@ import statistics
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
@@ -71,6 +72,7 @@ def test_delivered_events_give_each_mailbox_providers_percentiles_on_the_page_js
     before = samples(client)
     deliver_all(client, sent_alert)
     assert TrackingEvent.objects.filter(alert=sent_alert, event_type="delivered").count() == 15
+    cache.clear()  # the first scrape cached "no deliveries yet" for CACHE_SECONDS
 
     page = client.get(reverse("admin:alerts_alert_progress", args=[sent_alert.pk])).content.decode()
     as_json = client.get(reverse("admin:alerts_alert_progress_json", args=[sent_alert.pk])).json()
@@ -136,3 +138,13 @@ def test_addresses_are_grouped_by_mailbox_provider(address, mailbox):
 def test_percentile_interpolates_between_closest_ranks():
     assert percentile([1, 2, 3, 4], 0.5) == 2.5
     assert percentile([10], 0.99) == 10
+
+
+def test_polls_and_scrapes_reuse_the_figures_for_a_while(client, sent_alert, django_assert_num_queries):
+    from alerts.observability.time_to_inbox import cached_inbox_times
+
+    deliver_all(client, sent_alert)
+    first = cached_inbox_times([sent_alert.pk])
+    with django_assert_num_queries(0):
+        assert cached_inbox_times([sent_alert.pk]) == first
+    assert first[sent_alert.pk].overall.count == 15
