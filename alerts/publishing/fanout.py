@@ -19,10 +19,12 @@ from django.db.models import F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from ..common import metrics
 from ..common.cache import ProcessCache
 from ..common.queueing import enqueue
 from ..emails import RenderedAlert, alert_rendering
 from ..models import Alert, Batch
+from ..observability import logcontext
 from ..sending import ledger
 from ..sending.batches import (
     BatchOwner,
@@ -154,6 +156,7 @@ def batch_send(*, batch_id: int, task_id: str = "") -> str:
     if claim.batch is None:
         return claim.status
     batch = claim.batch
+    logcontext.bind(alert_id=batch.alert_id)  # Observability: log lines name the alert.
     with keeper.holding(batch):
         status = _send(batch)
     if status == Batch.Status.SENT and batch.waiting_since:
@@ -195,8 +198,15 @@ def deliver(alert: Alert, readers: list[tuple[int, str]], on_progress=None) -> l
     if not readers:
         return []
     rendered = _render_cache.get((alert.pk, alert.updated_at), lambda: alert_rendering(alert))
-    return deliver_rendered(rendered, readers, tag="breaking-alert", metadata={"alert_id": str(alert.pk)},
-                            on_progress=on_progress)
+    # Observability: time the call and count its outcomes (alerts/common/metrics.py).
+    with metrics.provider_call(kind="alert", recipients=len(readers), failures=CALL_FAILURES) as call:
+        results = deliver_rendered(rendered, readers, tag="breaking-alert", metadata={"alert_id": str(alert.pk)},
+                                   on_progress=on_progress)
+        call.statuses = [row.status for row in results]
+    return results
+
+
+CALL_FAILURES = {TransientSendError: "retried", PermanentSendError: "failed"}
 
 
 def alert_finish_if_done(*, alert_id: int) -> bool:
@@ -204,4 +214,8 @@ def alert_finish_if_done(*, alert_id: int) -> bool:
     if every batch failed, else sent. True if this call finished it. Every batch runs
     this as it closes, outside its own transaction, so that of two batches closing
     together the later sees the other's commit (the sweeper catches any both miss)."""
-    return ledger.finish_alert(alert_id, timezone.now())
+    finished = ledger.finish_alert(alert_id, timezone.now())
+    if finished:  # Observability: the alert's hand-off times, once (alerts/common/metrics.py).
+        metrics.observe_handoffs(*Alert.objects.filter(pk=alert_id).values_list(
+            "published_at", "first_handoff_at", "last_handoff_at").get())
+    return finished
