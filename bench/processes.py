@@ -162,20 +162,21 @@ def signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def start_fake(procs: Processes, backend: str, run_dir: Path,
-               extra: tuple[str, ...] = ()) -> tuple[int, Path, subprocess.Popen]:
+               extra: tuple[str, ...] = (), *, record: Path | None = None,
+               log_name: str = "fake.log") -> tuple[int, Path, subprocess.Popen]:
     """Start the fake provider on a free port, with `extra` options; return (port,
-    record file, process)."""
-    record = run_dir / "accepted.tsv"
+    record file, process). A second fake (the fallback) may share the first's record."""
+    record = record or run_dir / "accepted.tsv"
     record.touch()
     cmd = [sys.executable, "-m", FAKES[backend], "--port", "0", "--record", str(record), *extra]
     if not backend.startswith("smtp"):
         cmd += ["--api-key", API_KEY]
-    proc = procs.start(f"fake {backend}", cmd, dict(os.environ), run_dir / "fake.log", stdout_pipe=True)
+    proc = procs.start(f"fake {backend}", cmd, dict(os.environ), run_dir / log_name, stdout_pipe=True)
     ready, _, _ = select.select([proc.stdout], [], [], 15)
     line = proc.stdout.readline().decode() if ready else ""
     match = re.search(r":(\d+)(/|$)", line.strip())
     if not match:
-        raise RuntimeError(f"fake {backend} did not start: {line!r}; see {run_dir / 'fake.log'}")
+        raise RuntimeError(f"fake {backend} did not start: {line!r}; see {run_dir / log_name}")
     return int(match[1]), record, proc
 
 

@@ -10,6 +10,7 @@ every failure into its kind, in one place:
 
 from __future__ import annotations
 
+import functools
 import smtplib
 import threading
 from collections.abc import Callable
@@ -86,9 +87,45 @@ def deliver_rendered(rendered: RenderedAlert, recipients: list[tuple[int, str]],
     EMAIL_BACKEND (the fallback provider)."""
     profile = sending_profile(backend_path)
     if profile.merge_field:
-        _throttle(profile, len(recipients))
-        return _send_merged(rendered, recipients, profile, tag=tag, metadata=metadata)
+        return _send_calls(rendered, recipients, profile, tag=tag, metadata=metadata, on_progress=on_progress)
     return _send_each(rendered, recipients, profile, on_progress)
+
+
+def provider_label(backend_path: str | None = None) -> str:
+    """The provider's name as the ledger keeps it on a Batch: its anymail name, or
+    "SMTP"; the fallback, if it is the same kind of backend as the primary, is told
+    apart by " (fallback)"."""
+    return _label(backend_path or settings.EMAIL_BACKEND, settings.EMAIL_BACKEND)
+
+
+@functools.lru_cache(maxsize=16)
+def _label(path: str, primary: str) -> str:
+    name = sending_profile(path).provider.esp_name
+    if path != primary and name == sending_profile(primary).provider.esp_name:
+        name += " (fallback)"
+    return name
+
+
+def _send_calls(rendered: RenderedAlert, recipients, profile: SendingProfile, *, tag: str,
+                metadata: dict[str, str], on_progress) -> list[Outcome]:
+    """One merged call, or several when the batch was cut for a provider that takes
+    more per call than this one (the fallback's limit may be lower than the
+    primary's): each call's outcomes go to `on_progress` as the next begins."""
+    size = max(profile.batch_size, 1)
+    results: list[Outcome] = []
+    reported = 0
+    for start in range(0, len(recipients), size):
+        chunk = recipients[start:start + size]
+        _throttle(profile, len(chunk))
+        if start and on_progress is not None:
+            on_progress(results[reported:])
+            reported = len(results)
+        try:
+            results.extend(_send_merged(rendered, chunk, profile, tag=tag, metadata=metadata))
+        except TransientSendError as error:
+            error.partial_results = results[reported:]
+            raise
+    return results
 
 
 def _throttle(profile: SendingProfile, recipients: int) -> None:
