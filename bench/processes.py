@@ -73,7 +73,7 @@ FAKES = {
     "sendgrid": "tests.fakes.sendgrid",
     "postmark": "tests.fakes.postmark", "mandrill": "tests.fakes.mandrill", "mailjet": "tests.fakes.mailjet",
     "sparkpost": "tests.fakes.sparkpost", "brevo": "tests.fakes.brevo", "unisender_go": "tests.fakes.unisender_go",
-    "resend": "tests.fakes.resend",
+    "resend": "tests.fakes.resend", "amazon_ses": "tests.fakes.amazon_ses",
 }
 _API_PATHS = {"sendgrid": "/v3/", "postmark": "/", "mandrill": "/api/1.0", "mailjet": "/v3.1/",
               "sparkpost": "/api/v1/", "brevo": "/v3/", "unisender_go": "/ru/transactional/api/v1/", "resend": "/"}
@@ -83,6 +83,13 @@ _KEY_NAMES = {"sendgrid": "SENDGRID_API_KEY", "postmark": "POSTMARK_SERVER_TOKEN
 
 
 def backend_env(backend: str, port: int) -> dict[str, str]:
+    if backend == "amazon_ses":
+        return {
+            "EMAIL_BACKEND": "anymail.backends.amazon_ses.EmailBackend",
+            "AMAZON_SES_CLIENT_PARAMS": json.dumps({
+                "endpoint_url": f"http://127.0.0.1:{port}", "region_name": "eu-west-1",
+                "aws_access_key_id": API_KEY, "aws_secret_access_key": "bench-secret"}),
+        }
     if backend == "mailgun":
         return {
             "EMAIL_BACKEND": "anymail.backends.mailgun.EmailBackend",

@@ -42,6 +42,7 @@ from ..sending.ledger import Outcome
 from ..sending.provider import (
     PermanentSendError,
     TransientSendError,
+    delete_stored_template,
     deliver_rendered,
     provider_label,
     sending_profile,
@@ -236,12 +237,23 @@ def deliver(alert: Alert, readers: list[tuple[int, str]], on_progress=None,
         return []
     rendered = _render_cache.get((alert.pk, alert.updated_at), lambda: alert_rendering(alert))
     return deliver_rendered(rendered, readers, tag="breaking-alert", metadata={"alert_id": str(alert.pk)},
-                            on_progress=on_progress, backend_path=backend_path)
+                            on_progress=on_progress, backend_path=backend_path,
+                            template_key=_template_key(alert.pk))
+
+
+def _template_key(alert_id: int) -> str:
+    """The alert's stored template at a provider that needs one (Amazon SES)."""
+    return f"alert-{alert_id}"
 
 
 def alert_finish_if_done(*, alert_id: int) -> bool:
     """Mark a sending alert finished once it is fully cut and no batch is open: failed
     if every batch failed, else sent. True if this call finished it. Every batch runs
     this as it closes, outside its own transaction, so that of two batches closing
-    together the later sees the other's commit (the sweeper catches any both miss)."""
-    return ledger.finish_alert(alert_id, timezone.now())
+    together the later sees the other's commit (the sweeper catches any both miss).
+    The alert's stored templates, where the providers keep them, are deleted then."""
+    finished = ledger.finish_alert(alert_id, timezone.now())
+    if finished:
+        for backend in (None, failover.fallback_backend() or None) if failover.enabled() else (None,):
+            delete_stored_template(_template_key(alert_id), backend)
+    return finished
