@@ -207,7 +207,7 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
         "kill_child_at": args.kill_child_at,
         "fallback": args.fallback,
         "primary_fails_after": args.primary_fails_after,
-        "send_rate": args.send_rate,
+        "send_rate_limit": args.send_rate,
         "runs": runs,
         "best_last_handoff_s": min((r["last_handoff_s"] for r in runs if r["last_handoff_s"]), default=None),
         "best_first_handoff_s": min((r["first_handoff_s"] for r in runs if r["first_handoff_s"]), default=None),

@@ -186,3 +186,22 @@ def test_primary_failing_after_30_percent_the_rest_goes_through_the_fallback_eac
     assert third.failover_at is None and third.status == Alert.Status.SENT
     assert set(Batch.objects.filter(alert=third).values_list("provider", flat=True)) == {"Mailgun"}
     assert sum(fake_mailgun.recipient_counts().values()) == len(primary) + AUDIENCE
+
+
+@pytest.mark.django_db
+def test_the_progress_page_says_which_provider_sent_how_many(client, publisher, alert, mailgun, settings,
+                                                            fake_sendgrid):
+    settings.EMAIL_BACKEND_FALLBACK = SENDGRID
+    settings.ANYMAIL = {**settings.ANYMAIL, "SENDGRID_API_KEY": fake_sendgrid.api_key,
+                        "SENDGRID_API_URL": fake_sendgrid.api_url}
+    for i in range(5):
+        make_subscriber(f"r{i}@example.com")
+    first, second = publish_and_cut(alert, batch_size=3, settings=settings)
+    send_all([first])
+    Alert.objects.filter(pk=alert.pk).update(failover_at=timezone.now())
+    send_all([second])
+    data = client.get(f"/admin/alerts/alert/{alert.pk}/progress.json").json()
+    assert data["sent_by_provider"] == {"Mailgun": 3, "SendGrid": 2}
+    assert data["sent_by"] == "Mailgun 3 · SendGrid 2" and data["failover"].startswith("at ")
+    page = client.get(f"/admin/alerts/alert/{alert.pk}/progress/").content.decode()
+    assert "Sent by provider" in page and "Mailgun 3 · SendGrid 2" in page
