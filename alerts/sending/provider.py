@@ -184,7 +184,7 @@ def _drop_connection(path: str) -> None:
 
 
 def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *, tag: str,
-                 metadata: dict[str, str], template_key: str = ""):
+                 metadata: dict[str, str], template_key: str = "", retried: bool = False):
     """One API call for the whole batch; each copy gets its own links via merge data,
     and its own List-Unsubscribe as the provider's profile says."""
     provider = profile.provider
@@ -237,11 +237,25 @@ def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *
         return outcomes((sid for sid, _ in recipients), Delivery.Status.FAILED, "", str(error)[:400])
     except AnymailAPIError as error:
         _drop_connection(profile.backend_path)
+        if provider.stored_template and _template_missing(error) and not retried:
+            # Deleted as the alert finished, by another process ("Retry failed now"
+            # sends again later): store it anew, and send once more.
+            _templates.discard((profile.backend_path, template_name(template_key)))
+            return _send_merged(rendered, recipients, profile, tag=tag, metadata=metadata,
+                                template_key=template_key, retried=True)
         raise _rate_limited(profile, _classify(error)) from error
     except AnymailUnsupportedFeature as error:
         # A message this provider cannot take: every retry would meet the same refusal.
         raise PermanentSendError(f"{profile.esp_name} cannot send this message: {error}"[:1000]) from error
     return _statuses(message, recipients)
+
+
+def _template_missing(error: AnymailAPIError) -> bool:
+    response = getattr(error, "response", None)
+    if not isinstance(response, dict):
+        return False
+    details = response.get("Error", {})
+    return details.get("Code") == "NotFoundException" or "does not exist" in details.get("Message", "")
 
 
 # Stored templates this process has created: (backend, template name).

@@ -149,3 +149,18 @@ def test_amazon_ses_sends_50_a_call_from_one_template_per_alert_deleted_when_it_
         assert {"List-Unsubscribe", "List-Unsubscribe-Post"} <= names and "Message-ID" not in names
     alert.refresh_from_db()
     assert alert.status == "sent"
+
+
+def test_amazon_ses_stores_the_template_again_if_it_was_deleted_meanwhile(alert, settings):
+    """"Retry failed now" after the alert finished: another process deleted the template."""
+    fake_class, module, anymail = PROVIDERS["Amazon SES"]
+    with fake_class() as ses:
+        settings.EMAIL_BACKEND = f"anymail.backends.{module}.EmailBackend"
+        settings.ANYMAIL = {**settings.ANYMAIL, **anymail(ses)}
+        for i in range(60):
+            make_subscriber(f"r{i}@example.com")
+        first, second = publish_and_cut(alert, settings=settings)
+        fanout.batch_send(batch_id=first.pk)
+        ses.templates.clear()
+        assert fanout.batch_send(batch_id=second.pk) == Batch.Status.SENT
+        assert len(ses.recipient_counts()) == 60
