@@ -12,10 +12,11 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from alerts.models import Alert, Batch, Delivery
+from alerts.publishing import fanout
 from alerts.publishing.progress import alert_progress
 from alerts.publishing.services import alert_publish
 from alerts.sending import failover
-from alerts.sending.batches import RetryLater
+from alerts.sending.batches import MAYBE_TWICE, RetryLater
 from alerts.sending.provider import provider_label
 from tests.factories import make_subscriber
 from tests.fakes.mailjet import FakeMailjet
@@ -205,3 +206,30 @@ def test_the_progress_page_says_which_provider_sent_how_many(client, publisher, 
     assert data["sent_by"] == "Mailgun 3 · SendGrid 2" and data["failover"].startswith("at ")
     page = client.get(f"/admin/alerts/alert/{alert.pk}/progress/").content.decode()
     assert "Sent by provider" in page and "Mailgun 3 · SendGrid 2" in page
+
+
+@pytest.mark.django_db
+def test_a_batch_the_primary_may_have_taken_goes_through_the_fallback_once_and_says_so(
+        alert, mailgun, settings, fake_sendgrid):
+    """A call that timed out after it went out may have been accepted: once the alert has
+    failed over, its one resend is through the fallback, and its readers are flagged."""
+    settings.EMAIL_BACKEND_FALLBACK = SENDGRID
+    settings.ANYMAIL = {**settings.ANYMAIL, "REQUESTS_TIMEOUT": 0.3, "SENDGRID_API_KEY": fake_sendgrid.api_key,
+                        "SENDGRID_API_URL": fake_sendgrid.api_url}
+    for i in range(3):
+        make_subscriber(f"r{i}@example.com")
+    batch = publish_and_cut(alert, settings=settings)[0]
+    mailgun.set_delay(0.8)  # Mailgun takes the call, but answers too late
+    with pytest.raises(RetryLater):
+        fanout.batch_send(batch_id=batch.pk)
+    mailgun.set_delay(0)
+    Alert.objects.filter(pk=alert.pk).update(failover_at=timezone.now())
+    Batch.objects.filter(pk=batch.pk).update(next_attempt_at=timezone.now())
+    assert fanout.batch_send(batch_id=batch.pk) == Batch.Status.SENT
+    assert len(fake_sendgrid.recipient_counts()) == 3
+    assert set(Delivery.objects.filter(alert=alert).values_list("error", flat=True)) == {MAYBE_TWICE}
+    assert Batch.objects.get(pk=batch.pk).provider == "SendGrid"
+    assert alert_progress(Alert.objects.get(pk=alert.pk)).maybe_twice == 3
+    time.sleep(0.7)  # Mailgun accepts the timed-out call late: before the next test
+    assert mailgun.total_recipients == 3
+    mailgun.reset()
