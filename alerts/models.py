@@ -316,6 +316,11 @@ class Alert(models.Model):
     cut_by = models.CharField(max_length=64, blank=True)
     cut_fence = models.PositiveIntegerField(default=0)
     cut_lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # --- Failover ---
+    # When this alert's remaining batches went to EMAIL_BACKEND_FALLBACK because the
+    # primary provider had been failing for FAILOVER_AFTER_SECONDS. Per alert: the
+    # next alert starts on the primary again (alerts/sending/failover.py).
+    failover_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -406,6 +411,11 @@ class Batch(models.Model):
     # call the same id), kept here once rather than on each of its ledger rows.
     message_id = models.CharField(max_length=200, blank=True)
     last_error = models.TextField(blank=True)
+    # --- Failover ---
+    # The provider that sent the batch (its anymail name, "SMTP", or with " (fallback)"
+    # when the fallback is the same kind of backend): one call's worth of readers goes
+    # through one provider, so the ledger's rows say who sent them through their batch.
+    provider = models.CharField(max_length=60, blank=True, default="")
 
     class Meta:
         constraints = [

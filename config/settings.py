@@ -260,6 +260,20 @@ if "AMAZON_SES_CLIENT_PARAMS" in os.environ:
 # A second provider for when the first fails (any backend EMAIL_BACKEND takes; its
 # credentials are in ANYMAIL like the first's). Empty: no failover.
 EMAIL_BACKEND_FALLBACK: str = env.str("EMAIL_BACKEND_FALLBACK", default="")
+# --- Failover to EMAIL_BACKEND_FALLBACK ---
+# An alert goes over to the fallback once the primary has been failing (5xx, timeouts,
+# network errors, with no call getting through) this long. 5 s: a blip shorter than that
+# is ridden out by the usual retries, and a breaking alert's readers wait no longer than
+# that for an outage to be called one (going over early costs nothing but the
+# fallback's price: each reader is still sent once).
+FAILOVER_AFTER_SECONDS: float = env.float("FAILOVER_AFTER_SECONDS", default=5.0)
+# 429s mean the primary is up and we are faster than the account allows: the send-rate
+# limit slows us down first, and only 429s with nothing getting through for this long
+# (far past any rate limit's window) count as the primary failing.
+FAILOVER_AFTER_RATE_LIMITED_SECONDS: float = env.float("FAILOVER_AFTER_RATE_LIMITED_SECONDS", default=120.0)
+if EMAIL_BACKEND_FALLBACK and EMAIL_BACKEND_FALLBACK == EMAIL_BACKEND:
+    # Both would read the same ANYMAIL credentials: the same account, no failover at all.
+    raise ImproperlyConfigured("EMAIL_BACKEND_FALLBACK must be another provider than EMAIL_BACKEND.")
 # Connections each worker process keeps open, and sends over at once, for SMTP and
 # providers sent one message per call: each message waits a round trip, so a few in
 # parallel hide the waits without crowding the server.
