@@ -317,12 +317,27 @@ class Alert(models.Model):
     cut_fence = models.PositiveIntegerField(default=0)
     cut_lease_expires_at = models.DateTimeField(null=True, blank=True)
 
+    # --- Corrections and updates (publishing/corrections.py) -------------------------
+    class Kind(models.TextChoices):
+        NORMAL = "normal", "Alert"
+        CORRECTION = "correction", "Correction"
+        UPDATE = "update", "Update"
+
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.NORMAL)
+    # A correction or update goes to the readers the ledger says received this one.
+    follow_up_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="follow_ups")
+
     class Meta:
         ordering = ["-created_at"]
         permissions = [("publish_alert", "Can publish, schedule and stop alerts")]
 
     def __str__(self) -> str:
         return self.headline
+
+    @property
+    def is_follow_up(self) -> bool:
+        return self.follow_up_of_id is not None
 
 
 class DigestRun(models.Model):

@@ -8,12 +8,13 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html_join
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
@@ -21,7 +22,7 @@ from ..common.addresses import email_hmac
 from ..common.tokens import link_tokens
 from ..emails import alert_message
 from ..models import Alert, Delivery, Topic
-from . import services
+from . import corrections, services
 from .audience import audience_count
 from .progress import alert_engagement, alert_progress
 
@@ -43,11 +44,18 @@ class AlertAdmin(admin.ModelAdmin):
     search_fields = ["headline", "standfirst"]
     filter_horizontal = ["topics"]
     fields = ["headline", "standfirst", "body", "url", "image_url", "image_alt", "topics"]
-    readonly_fields = ["status", "author", "published_by", "published_at", "scheduled_for",
+    readonly_fields = ["status", "kind", "follow_up_of", "follow_ups_sent", "author", "published_by", "published_at", "scheduled_for",
                        "first_handoff_at", "last_handoff_at", "finished_at", "audience_size"]
     change_form_template = "admin/alerts/alert/change_form.html"
     # A link typed without a scheme is taken as https (Django 6.0's default, now).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    @admin.display(description="Corrections and updates")
+    def follow_ups_sent(self, obj: Alert) -> str:
+        follow_ups = list(obj.follow_ups.order_by("created_at")) if obj.pk else []
+        return format_html_join(", ", '<a href="{}">{}: {}</a>', (
+            (reverse("admin:alerts_alert_change", args=[f.pk]), f.get_kind_display(), f.headline)
+            for f in follow_ups)) or "–"
 
     def get_fields(self, request: HttpRequest, obj=None):
         return self.fields + (self.readonly_fields if obj else [])
@@ -92,6 +100,7 @@ class AlertAdmin(admin.ModelAdmin):
             path("<int:pk>/schedule/", wrap(self.schedule_view), name="alerts_alert_schedule"),
             path("<int:pk>/stop/", wrap(self.stop_view), name="alerts_alert_stop"),
             path("<int:pk>/retry-failed/", wrap(self.retry_failed_view), name="alerts_alert_retry_failed"),
+            path("<int:pk>/follow-up/<str:kind>/", wrap(self.follow_up_view), name="alerts_alert_follow_up"),
             path("<int:pk>/progress/", wrap(self.progress_view), name="alerts_alert_progress"),
             path("<int:pk>/progress.json", wrap(self.progress_json_view), name="alerts_alert_progress_json"),
         ] + super().get_urls()
@@ -180,6 +189,33 @@ class AlertAdmin(admin.ModelAdmin):
             messages.info(request, "No batch of this alert has failed.")
         return redirect("admin:alerts_alert_progress", alert.pk)
 
+    def follow_up_view(self, request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+        """"Send a correction" / "Send an update": the form, then the follow-up sent at
+        once to the readers who received this alert (publishing/corrections.py)."""
+        original = self._alert(request, pk)
+        self._require_publisher(request)
+        if kind not in corrections.KINDS:
+            raise Http404("A follow-up is a correction or an update.")
+        refusal = corrections.follow_up_refusal(original)
+        if refusal:
+            messages.error(request, refusal)
+            return redirect("admin:alerts_alert_change", original.pk)
+        initial = {"headline": original.headline, "standfirst": original.standfirst, "url": original.url}
+        form = FollowUpForm(request.POST or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            try:
+                follow_up = corrections.send_follow_up(original, kind=kind, by=request.user, **form.cleaned_data)
+            except corrections.FollowUpRefused as refused:
+                messages.error(request, str(refused))
+                return redirect("admin:alerts_alert_change", original.pk)
+            messages.success(request, f"{follow_up.get_kind_display()} sent to the readers who received the alert.")
+            return redirect("admin:alerts_alert_progress", follow_up.pk)
+        label = Alert.Kind(kind).label
+        return TemplateResponse(request, "admin/alerts/alert/follow_up.html", self._context(
+            request, original, f"Send {'a' if kind == 'correction' else 'an'} {label.lower()}", form=form,
+            kind=kind, kind_label=label, audience=corrections.follow_up_audience_count(original),
+            retention_days=settings.DELIVERY_RETENTION_DAYS))
+
     def progress_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         alert = self._alert(request, pk)
         lookup = request.GET.get("q", "").strip()
@@ -197,6 +233,16 @@ class AlertAdmin(admin.ModelAdmin):
     def progress_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         alert = self._alert(request, pk)
         return JsonResponse(alert_progress(alert).as_dict())
+
+
+class FollowUpForm(forms.Form):
+    headline = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"class": "vLargeTextField"}),
+                               help_text="The subject says \u201cCorrection:\u201d or "
+                                                         "\u201cUpdate:\u201d before it.")
+    standfirst = forms.CharField(max_length=400, required=False, widget=forms.Textarea(attrs={"rows": 2}),
+                                 help_text="What changed, in a sentence: the preheader readers see first.")
+    body = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 6}))
+    url = forms.URLField(label="Article URL", max_length=500, required=False, assume_scheme="https")
 
 
 class ScheduleForm(forms.Form):

@@ -29,6 +29,8 @@ def audience(alert: Alert) -> QuerySet[Subscriber]:
 
 def audience_before_suppression(alert: Alert) -> QuerySet[Subscriber]:
     """The audience but for the suppression list, which the cut joins on its own."""
+    if alert.follow_up_of_id:
+        return recipients_of(alert.follow_up_of_id)
     subscribers = Subscriber.objects.filter(
         status=Subscriber.Status.CONFIRMED,
         frequency=Subscriber.Frequency.IMMEDIATE,
@@ -41,6 +43,22 @@ def audience_before_suppression(alert: Alert) -> QuerySet[Subscriber]:
             ~Exists(follows) | Exists(follows.filter(topic_id__in=topic_ids))
         )
     return subscribers
+
+
+# Ledger states that mean the reader was sent the alert: handed to the provider and not
+# bounced (a complaint or an unsubscribe says they had it; the filters below leave them out).
+RECEIVED = (Delivery.Status.SENT, Delivery.Status.DELIVERED, Delivery.Status.DEFERRED,
+            Delivery.Status.OPENED, Delivery.Status.CLICKED, Delivery.Status.COMPLAINED,
+            Delivery.Status.UNSUBSCRIBED)
+
+
+def recipients_of(alert_id: int) -> QuerySet[Subscriber]:
+    """The audience of a correction or update: the readers the ledger says received
+    alert `alert_id` and who are still subscribed (whatever their topics or frequency
+    now). The cut walks them in id order like any audience; each step probes the
+    ledger's unique (alert, subscriber) once per subscriber."""
+    received = Delivery.objects.filter(alert_id=alert_id, subscriber_id=OuterRef("pk"), status__in=RECEIVED)
+    return Subscriber.objects.filter(status=Subscriber.Status.CONFIRMED).filter(Exists(received))
 
 
 def _topic_ids(alert: Alert) -> list[int]:
@@ -56,7 +74,8 @@ def _topic_ids(alert: Alert) -> list[int]:
 
 def audience_count(alert: Alert) -> int:
     """How many would receive the alert if it were published now (for the editor)."""
-    probe = Alert(pk=alert.pk, published_at=timezone.now(), status=alert.status)
+    probe = Alert(pk=alert.pk, published_at=timezone.now(), status=alert.status,
+                  follow_up_of_id=alert.follow_up_of_id)
     return audience(probe).count() if alert.pk else 0
 
 

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -39,6 +39,7 @@ from ..sending.batches import (
 )
 from ..sending.ledger import Outcome
 from ..sending.provider import PermanentSendError, TransientSendError, deliver_rendered, sending_profile
+from . import corrections
 from .audience import audience, audience_before_suppression, recipients
 
 logger = logging.getLogger(__name__)
@@ -195,7 +196,31 @@ def deliver(alert: Alert, readers: list[tuple[int, str]]) -> list[Outcome]:
     if not readers:
         return []
     rendered = _render_cache.get((alert.pk, alert.updated_at), lambda: alert_rendering(alert))
-    return deliver_rendered(rendered, readers, tag="breaking-alert", metadata={"alert_id": str(alert.pk)})
+    metadata = {"alert_id": str(alert.pk)}
+    if alert.follow_up_of_id:
+        return _deliver_threaded(alert, rendered, readers, metadata)
+    return deliver_rendered(rendered, readers, tag="breaking-alert", metadata=metadata)
+
+
+def _deliver_threaded(alert: Alert, rendered: RenderedAlert, readers: list[tuple[int, str]],
+                      metadata: dict[str, str]) -> list[Outcome]:
+    """A follow-up's readers, one provider call per copy of the original they received
+    (so each copy names its own original in In-Reply-To): usually one or two calls a
+    batch, where the original went out in batch calls. What went out before a failure
+    is kept: a transient error carries it, a permanent one fails only its own group."""
+    done: list[Outcome] = []
+    for message_id, group in corrections.by_original_message(alert.follow_up_of_id, readers):
+        threaded = replace(rendered, headers={**rendered.headers, **corrections.thread_headers(message_id)})
+        try:
+            done += deliver_rendered(threaded, group, tag=f"breaking-{alert.kind}", metadata=metadata)
+        except TransientSendError as error:
+            error.partial_results = done + list(error.partial_results)
+            raise
+        except PermanentSendError as error:
+            if not done:
+                raise
+            done += failed_outcomes((sid for sid, _ in group), str(error))
+    return done
 
 
 def alert_finish_if_done(*, alert_id: int) -> bool:
