@@ -122,6 +122,14 @@ def list_headers() -> dict[str, str]:
     }
 
 
+def archive_url(alert: Alert) -> str:
+    """The alert's public page ("View in your browser"), or "" with the archive off.
+    The same for every reader: it carries no token."""
+    if not settings.PUBLIC_ARCHIVE or alert.pk is None:
+        return ""
+    return absolute_url(reverse("alerts:archive_alert", args=[alert.pk]))
+
+
 def alert_rendering(alert: Alert) -> RenderedAlert:
     """Subject, text and inlined-CSS HTML of an alert, with link markers in place of
     each recipient's own links. Everything the editor typed is escaped by the template
@@ -136,6 +144,7 @@ def alert_rendering(alert: Alert) -> RenderedAlert:
         # A correction or update names the alert it follows up.
         "original": alert.follow_up_of if alert.follow_up_of_id else None,
         "publication_time_zone": settings.PUBLICATION_TIME_ZONE,
+        "archive_url": archive_url(alert),
     }
     subject, text, html = render_triple("alert", context)
     headers = list_headers()
@@ -195,6 +204,8 @@ def digest_rendering(alerts: list[Alert], frequency: str) -> RenderedAlert:
     """A digest of `alerts` (newest first), with the same link markers and headers as an
     alert, so it goes through the same batch sending."""
     alerts = beside_their_originals(alerts)
+    for alert in alerts:
+        alert.archive_url = archive_url(alert)
     context = {
         "alerts": alerts,
         "count": len(alerts),

@@ -381,3 +381,10 @@ UNSUBSCRIBE_UNDO_HOURS: int = env.int("UNSUBSCRIBE_UNDO_HOURS", default=48)
 # Per-address limits on "email me my preferences link" (list-bombing defence).
 PREFERENCES_LINK_COOLDOWN_SECONDS: int = env.int("PREFERENCES_LINK_COOLDOWN_SECONDS", default=600)
 PREFERENCES_LINK_DAILY_LIMIT: int = env.int("PREFERENCES_LINK_DAILY_LIMIT", default=3)
+
+# --- The newsroom: archive, audit, approval, the editor's screen --------------------
+# A public web page for every sent alert, an index and RSS/Atom feeds, and a "View in
+# your browser" link in every email. On by default: an alert is news already public on
+# the publication's site; a newsroom whose alerts are for subscribers only turns it off
+# (the pages then 404 and emails carry no link).
+PUBLIC_ARCHIVE: bool = env.bool("PUBLIC_ARCHIVE", default=True)
