@@ -19,9 +19,10 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from ..common.addresses import email_hmac
+from ..common.audit import record_audit
 from ..common.tokens import link_tokens
 from ..emails import alert_message
-from ..models import Alert, Delivery, Topic
+from ..models import Alert, AuditEvent, Delivery, Topic
 from . import corrections, services
 from .audience import audience_count
 from .progress import alert_engagement, alert_progress
@@ -35,6 +36,33 @@ PREVIEW_POLICY = ("sandbox; default-src 'none'; img-src https: data:; style-src 
 class TopicAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "position"]
     prepopulated_fields = {"slug": ["name"]}
+
+    def save_model(self, request: HttpRequest, obj: Topic, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        record_audit(action=AuditEvent.Action.TOPIC_CHANGED, request=request, target=obj,
+                     changes=_form_changes(form, every=not change))
+
+    def delete_model(self, request: HttpRequest, obj: Topic) -> None:
+        record_audit(action=AuditEvent.Action.TOPIC_DELETED, request=request, target=obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for topic in queryset:
+            record_audit(action=AuditEvent.Action.TOPIC_DELETED, request=request, target=topic)
+        super().delete_queryset(request, queryset)
+
+
+def _form_changes(form, *, every: bool = False) -> dict[str, list]:
+    """{"field": [before, after]} of a submitted form: the fields it changed (or, with
+    `every`, all it holds, as for something new). Topics by name."""
+    changes = {}
+    for name in (form.fields if every else form.changed_data):
+        before, after = form.initial.get(name), form.cleaned_data.get(name)
+        if name == "topics":
+            before = sorted(str(t) for t in Topic.objects.filter(pk__in=[getattr(t, "pk", t) for t in before or []]))
+            after = sorted(str(t) for t in after or [])
+        changes[name] = [None if every else before, after]
+    return changes
 
 
 @admin.register(Alert)
@@ -80,15 +108,30 @@ class AlertAdmin(admin.ModelAdmin):
         if not change:
             obj.author = request.user
             super().save_model(request, obj, form, change)
+            record_audit(action=AuditEvent.Action.ALERT_CREATED, request=request, target=obj,
+                         changes=_form_changes(form, every=True))
             return
         # The form was loaded before now: the alert may have been scheduled, or sent,
         # since. The service decides on the row as it is.
         outcome = services.alert_save_edit(alert=obj, user=request.user)
         if outcome == services.EditOutcome.REFUSED:
             raise PermissionDenied("This alert has been sent meanwhile and can no longer change.")
+        changes = _form_changes(form)
         if outcome == services.EditOutcome.RETURNED_TO_DRAFT:
             messages.warning(request, "The alert was scheduled; your change has returned it to draft. "
                                       "Someone with the publish permission needs to schedule it again.")
+            changes["status"] = [Alert.Status.SCHEDULED, Alert.Status.DRAFT]
+        if changes:
+            record_audit(action=AuditEvent.Action.ALERT_EDITED, request=request, target=obj, changes=changes)
+
+    def delete_model(self, request: HttpRequest, obj: Alert) -> None:
+        record_audit(action=AuditEvent.Action.ALERT_DELETED, request=request, target=obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for alert in queryset:
+            record_audit(action=AuditEvent.Action.ALERT_DELETED, request=request, target=alert)
+        super().delete_queryset(request, queryset)
 
     def get_urls(self):
         wrap = self.admin_site.admin_view
@@ -144,6 +187,8 @@ class AlertAdmin(admin.ModelAdmin):
             messages.error(request, "Add an email address to your user account to receive tests.")
         else:
             services.alert_send_test(alert_id=alert.pk, to=request.user.email)
+            record_audit(action=AuditEvent.Action.ALERT_TEST_SENT, request=request, target=alert,
+                         note=f"to {request.user.email}")
             messages.success(request, f"A test copy is on its way to {request.user.email}.")
         return redirect("admin:alerts_alert_change", alert.pk)
 
@@ -152,6 +197,7 @@ class AlertAdmin(admin.ModelAdmin):
         self._require_publisher(request)
         if request.method == "POST":
             if services.alert_publish(alert_id=alert.pk, user=request.user):
+                record_audit(action=AuditEvent.Action.ALERT_PUBLISHED, request=request, target=alert)
                 messages.success(request, "Published: the alert is on its way to subscribers.")
             else:
                 messages.warning(request, "This alert was already published.")
@@ -165,6 +211,8 @@ class AlertAdmin(admin.ModelAdmin):
         form = ScheduleForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             if services.alert_schedule(alert_id=alert.pk, when=form.cleaned_data["when"], user=request.user):
+                record_audit(action=AuditEvent.Action.ALERT_SCHEDULED, request=request, target=alert,
+                             changes={"scheduled_for": [alert.scheduled_for, form.cleaned_data["when"]]})
                 messages.success(request, "Scheduled.")
             return redirect("admin:alerts_alert_change", alert.pk)
         return TemplateResponse(request, "admin/alerts/alert/schedule.html", self._context(
@@ -175,6 +223,8 @@ class AlertAdmin(admin.ModelAdmin):
         alert = self._alert(request, pk)
         self._require_publisher(request)
         if services.alert_stop(alert_id=alert.pk):
+            record_audit(action=AuditEvent.Action.ALERT_CANCELLED, request=request, target=alert,
+                         changes={"status": [alert.status, Alert.Status.CANCELLED]})
             messages.warning(request, "Sending stopped. Batches already with the provider still arrive.")
         return redirect("admin:alerts_alert_progress", alert.pk)
 
@@ -184,6 +234,8 @@ class AlertAdmin(admin.ModelAdmin):
         self._require_publisher(request)
         queued = services.alert_retry_failed(alert_id=alert.pk)
         if queued:
+            record_audit(action=AuditEvent.Action.ALERT_RETRIED, request=request, target=alert,
+                         changes={"batches": queued})
             messages.success(request, f"{queued} failed batch(es) are being sent again.")
         else:
             messages.info(request, "No batch of this alert has failed.")
@@ -208,6 +260,9 @@ class AlertAdmin(admin.ModelAdmin):
             except corrections.FollowUpRefused as refused:
                 messages.error(request, str(refused))
                 return redirect("admin:alerts_alert_change", original.pk)
+            record_audit(action=AuditEvent.Action.FOLLOW_UP_SENT, request=request, target=follow_up,
+                         changes={"kind": kind, "follow_up_of": original.pk, **_form_changes(form, every=True)},
+                         note=f"{follow_up.get_kind_display()} of alert {original.pk}: {original.headline}")
             messages.success(request, f"{follow_up.get_kind_display()} sent to the readers who received the alert.")
             return redirect("admin:alerts_alert_progress", follow_up.pk)
         label = Alert.Kind(kind).label
