@@ -327,6 +327,11 @@ class Alert(models.Model):
     # A correction or update goes to the readers the ledger says received this one.
     follow_up_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
                                      related_name="follow_ups")
+    # --- A second pair of eyes (APPROVAL_REQUIRED_ABOVE; publishing/services.py) ------
+    # Who approved the alert as it now reads (never its author); an edit clears it.
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    approved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -55,7 +55,8 @@ def follow_up_audience_count(original: Alert) -> int:
 def send_follow_up(original: Alert, *, kind: str, headline: str, standfirst: str = "", body: str = "",
                    url: str = "", by=None) -> Alert:
     """Write a correction or update of `original` and publish it at once to the readers
-    who received the original. Returns the new alert. Raises FollowUpRefused (with the
+    who received the original. Returns the new alert: sending, or a draft waiting for a
+    second editor's approval where APPROVAL_REQUIRED_ABOVE asks for one. Raises FollowUpRefused (with the
     reason) if the original cannot be followed up, ValueError for an unknown kind."""
     if kind not in KINDS:
         raise ValueError(f"A follow-up is a correction or an update, not {kind!r}.")
@@ -67,7 +68,9 @@ def send_follow_up(original: Alert, *, kind: str, headline: str, standfirst: str
             kind=kind, follow_up_of=original, headline=headline, standfirst=standfirst, body=body,
             url=url or original.url, author=by)
         follow_up.topics.set(original.topics.all())
-        services.alert_publish(alert_id=follow_up.pk, user=by)
+        # Past APPROVAL_REQUIRED_ABOVE it waits, a draft, for a second editor.
+        if not services.approval_required(follow_up):
+            services.alert_publish(alert_id=follow_up.pk, user=by)
     logger.info("Alert %s: %s %s sent by user %s", original.pk, kind, follow_up.pk, getattr(by, "pk", None))
     follow_up.refresh_from_db()
     return follow_up

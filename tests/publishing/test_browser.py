@@ -71,3 +71,30 @@ def test_an_editor_sends_a_correction_from_the_admin_to_the_readers_who_got_the_
         assert call.first("subject") == "Correction: Only one missile was fired"
         assert call.custom_headers["In-Reply-To"] == original_ids[call.recipients[0]]
     assert Delivery.objects.filter(alert=follow_up, status="sent").count() == 3
+
+
+def test_the_counters_show_where_a_phone_cuts_the_headline(site, admin_page, alert, tmp_path):
+    page = admin_page
+    page.goto(f"{site.url}/admin/alerts/alert/{alert.pk}/change/")
+    headline = page.get_by_label("Headline")
+    headline.fill("Short")
+    counter = page.locator(".field-headline .sp-counter")
+    assert "5 characters" in counter.inner_text() and "readers see it all" in counter.inner_text()
+    assert page.locator(".field-headline .sp-counter__cut").is_hidden()
+    headline.fill("North Korea fires two ballistic missiles hours before the summit")
+    assert "readers see up to the" in counter.inner_text()
+    assert page.locator(".field-headline .sp-counter__cut").is_visible()
+    page.screenshot(path=str(tmp_path / "counters.png"))
+    assert page.locator(".field-headline .sp-counter__hidden").inner_text() == " hours before the summit"
+
+
+def test_the_progress_page_stops_saying_sending_once_the_alert_is_sent(site, admin_page, alert):
+    Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SENDING, published_at=timezone.now())
+    page = admin_page
+    page.goto(f"{site.url}/admin/alerts/alert/{alert.pk}/progress/")
+    assert page.locator("#progress-title").inner_text().startswith("Sending: ")
+    stop = page.get_by_role("button", name="Stop sending")
+    assert stop.is_visible()
+    Alert.objects.filter(pk=alert.pk).update(status=Alert.Status.SENT)
+    page.locator("#progress-title", has_text="Sent: ").wait_for()
+    assert stop.is_hidden()
