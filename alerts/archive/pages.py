@@ -8,7 +8,7 @@ off."""
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from ..models import Alert
@@ -27,8 +27,10 @@ def require_archive() -> None:
 
 
 def public_alerts() -> QuerySet[Alert]:
-    """Every public alert, newest first (corrections and updates among them)."""
+    """Every public alert, newest first: corrections and updates among them, those of
+    a public alert only (a correction of a stopped alert would point at nothing)."""
     return (Alert.objects.filter(status__in=PUBLIC, published_at__isnull=False)
+            .filter(Q(follow_up_of__isnull=True) | Q(follow_up_of__status__in=PUBLIC))
             .select_related("follow_up_of").order_by("-published_at", "-pk"))
 
 

@@ -87,8 +87,8 @@ def _form_changes(form, *, every: bool = False) -> dict[str, list]:
 
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
-    list_display = ["headline", "status", "published_at", "audience_size", "author"]
-    list_filter = ["status", "topics", "published_at"]
+    list_display = ["headline", "kind", "status", "published_at", "audience_size", "author"]
+    list_filter = ["status", "kind", "topics", "published_at"]
     search_fields = ["headline", "standfirst"]
     filter_horizontal = ["topics"]
     fields = ["headline", "standfirst", "body", "url", "image_url", "image_alt", "topics"]

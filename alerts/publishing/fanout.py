@@ -40,7 +40,7 @@ from ..sending.batches import (
 from ..sending.ledger import Outcome
 from ..sending.provider import PermanentSendError, TransientSendError, deliver_rendered, sending_profile
 from . import corrections
-from .audience import audience, audience_before_suppression, recipients
+from .audience import audience, audience_before_suppression, follow_up_ranges, recipients
 
 logger = logging.getLogger(__name__)
 
@@ -110,17 +110,9 @@ def alert_fan_out(*, alert_id: int, task_id: str = "") -> int:
     start = alert.batches.aggregate(m=Max("last_subscriber_id"))["m"] or 0
     if start:
         _requeue_unstarted(alert_id)
-    members = audience(alert).filter(pk__gt=start).order_by("pk").values_list("pk", flat=True)
-    # The first batch is cut and queued before the rest of the audience is walked, so
-    # the first hand-off does not wait for a million-row scan.
-    first = list(members[:size])
     count = 0
     try:
-        if first:
-            owner = BatchOwner(alert_id=alert.pk)
-            count += create_batches(owner, [(first[0], first[-1], len(first))], SEND_TASK, keep=cut.renew)
-            rest = ranges_after(audience_before_suppression(alert), first[-1], size, join_suppressions=True)
-            count += create_batches(owner, rest, SEND_TASK, keep=cut.renew)
+        count = _cut(alert, start, size, cut)
     except CutLost:
         logger.warning("Alert %s: the cut was taken over by another walker; this one stops", alert_id)
         return count
@@ -128,6 +120,27 @@ def alert_fan_out(*, alert_id: int, task_id: str = "") -> int:
     logger.info("Alert %s: cut %d batches of up to %d", alert_id, count, size)
     alert_finish_if_done(alert_id=alert_id)
     return count
+
+
+def _cut(alert: Alert, start: int, size: int, cut: CutLease) -> int:
+    """Cut the audience after id `start` into batches; the first batch is cut and
+    queued before the rest of the audience is walked, so the first hand-off does not
+    wait for a million-row scan. A follow-up walks its original's ledger instead."""
+    owner = BatchOwner(alert_id=alert.pk)
+    if alert.follow_up_of_id:
+        ranges = follow_up_ranges(alert.follow_up_of_id, start, size)
+        first = next(ranges, None)
+        if first is None:
+            return 0
+        return (create_batches(owner, [first], SEND_TASK, keep=cut.renew)
+                + create_batches(owner, ranges, SEND_TASK, keep=cut.renew))
+    members = audience(alert).filter(pk__gt=start).order_by("pk").values_list("pk", flat=True)
+    first_ids = list(members[:size])
+    if not first_ids:
+        return 0
+    count = create_batches(owner, [(first_ids[0], first_ids[-1], len(first_ids))], SEND_TASK, keep=cut.renew)
+    rest = ranges_after(audience_before_suppression(alert), first_ids[-1], size, join_suppressions=True)
+    return count + create_batches(owner, rest, SEND_TASK, keep=cut.renew)
 
 
 def _requeue_unstarted(alert_id: int) -> None:

@@ -111,3 +111,10 @@ def test_every_email_links_to_its_page_unless_the_archive_is_off(client, alerts,
 
 def test_the_archive_only_answers_get(client, alerts):
     assert client.post("/alerts/").status_code == 405
+
+
+def test_a_correction_of_a_stopped_alert_is_not_public_either(client):
+    stopped = make("Stopped after a mistake", status=Alert.Status.CANCELLED, hours_ago=3)
+    correction = make("We stopped that alert", kind=Alert.Kind.CORRECTION, follow_up_of=stopped)
+    assert client.get(f"/alerts/{correction.pk}/").status_code == 404
+    assert "We stopped that alert" not in client.get("/alerts/").content.decode()

@@ -185,3 +185,22 @@ def test_an_unknown_kind_or_an_empty_headline_is_a_clear_4xx(client, publisher, 
     response = client.post(f"/admin/alerts/alert/{sent_original.pk}/follow-up/update/", {"headline": ""})
     assert response.status_code == 200 and "This field is required" in response.content.decode()
     assert Alert.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_cut_of_a_follow_up_walks_the_original_ledger_in_windows_and_misses_nobody(alert, monkeypatch):
+    from alerts.publishing import audience
+
+    monkeypatch.setattr(audience, "FOLLOW_UP_STEP", 7)
+    readers = seed_readers(60)
+    batch = Batch.objects.create(alert=alert, first_subscriber_id=readers[0].pk, last_subscriber_id=readers[-1].pk)
+    got = [r for i, r in enumerate(readers) if i % 3]  # every third reader never had it
+    Delivery.objects.bulk_create([Delivery(alert=alert, subscriber=r, batch=batch, status="sent") for r in got])
+    Delivery.objects.create(alert=alert, subscriber=readers[0], batch=batch, status="bounced")
+    gone = got[5]
+    Suppression.objects.create(email_hmac=gone.email_hmac, reason="complained")
+    expected = [r.pk for r in got if r != gone]
+    ranges = list(audience.follow_up_ranges(alert.pk, 0, 4))
+    assert [(first, last, count) for first, last, count in ranges] == [
+        (chunk[0], chunk[-1], len(chunk)) for chunk in (expected[i:i + 4] for i in range(0, len(expected), 4))]
+    assert list(audience.follow_up_ranges(alert.pk, expected[7], 4))[0][0] == expected[8]  # a resumed cut
