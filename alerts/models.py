@@ -617,8 +617,23 @@ class TrackingEvent(models.Model):
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     received_at = models.DateTimeField(default=timezone.now)
 
+    # --- Observability: which alert an event was about, and the reader's mailbox
+    # provider (alerts/observability/), set as the event is received, so that an
+    # alert's time to inbox and engagement are one indexed query. No foreign-key
+    # constraint: an event row is written for every recipient of every alert, and the
+    # retention purge removes events by age, not with their alert.
+    alert = models.ForeignKey(Alert, on_delete=models.DO_NOTHING, null=True, blank=True,
+                              db_constraint=False, db_index=False, related_name="+")
+    # "gmail", "microsoft", "yahoo", "apple" or "other": the recipient's domain, grouped.
+    mailbox = models.CharField(max_length=12, blank=True, default="")
+
     class Meta:
-        indexes = [models.Index(fields=["recipient_hmac", "event_type", "occurred_at"])]
+        indexes = [
+            models.Index(fields=["recipient_hmac", "event_type", "occurred_at"]),
+            # Observability: one alert's events of one kind (time to inbox, engagement).
+            models.Index(fields=["alert", "event_type", "occurred_at"], name="tracking_event_by_alert",
+                         condition=Q(alert__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"

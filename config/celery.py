@@ -52,6 +52,7 @@ app.conf.task_routes = {
     "alerts.send_digests": {"queue": "digests"},
     "alerts.purge_unconfirmed": {"queue": "digests"},
     "alerts.purge_old_deliveries": {"queue": "digests"},
+    "alerts.check_deliverability": {"queue": "digests"},
 }
 SWEEP_EVERY = 5.0  # seconds
 # One schedule for all periodic work. Every task here is idempotent, so a second beat
@@ -69,6 +70,9 @@ app.conf.beat_schedule = {
                           "options": {"queue": "digests"}},
     "purge-old-deliveries": {"task": "alerts.purge_old_deliveries", "schedule": crontab(hour=3, minute=47),
                              "options": {"queue": "digests"}},
+    # Observability: the operator's log says so while spam complaints are too high.
+    "check-deliverability": {"task": "alerts.check_deliverability", "schedule": 600.0,
+                             "options": {"queue": "digests", "expires": 600.0}},
 }
 
 app.autodiscover_tasks()

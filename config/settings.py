@@ -8,10 +8,15 @@ development mode explicitly with DEBUG=1.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from .logging import logging_config
+from .sentry import init_sentry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -76,6 +81,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "alerts.common.context_processors.publication",
+                "alerts.observability.context_processors.deliverability",
             ],
         },
     },
@@ -159,7 +165,7 @@ if env.str("RATELIMIT_IP_META_KEY", default=""):
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXIES else None
 SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # Load balancers probe the health endpoint over plain HTTP.
-SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz/(live|ready)?$"]
 SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
@@ -225,6 +231,48 @@ ANYMAIL = {
     "WEBHOOK_SECRET": env.list("ANYMAIL_WEBHOOK_SECRET", default=[]),
     "REQUESTS_TIMEOUT": env.float("ANYMAIL_REQUESTS_TIMEOUT", default=30.0),
 }
+
+# --- Email providers ---------------------------------------------------------------
+# Every anymail provider's credentials and options, under the names anymail's docs use
+# (https://anymail.dev/en/stable/esps/). Only those set in the environment are passed,
+# so anymail's own defaults (API URLs, regions) apply to the rest.
+_ANYMAIL_STRINGS = (
+    "SENDGRID_API_URL", "SENDGRID_MERGE_FIELD_FORMAT", "POSTMARK_API_URL", "POSTMARK_MESSAGE_STREAM",
+    "MAILJET_API_KEY", "MAILJET_SECRET_KEY", "MAILJET_API_URL",
+    "MANDRILL_API_KEY", "MANDRILL_API_URL", "MANDRILL_WEBHOOK_KEY", "MANDRILL_WEBHOOK_URL",
+    "SPARKPOST_API_KEY", "SPARKPOST_API_URL", "SPARKPOST_SUBACCOUNT", "SPARKPOST_TRACK_INITIAL_OPEN_AS_OPENED",
+    "BREVO_API_KEY", "BREVO_API_URL", "UNISENDER_GO_API_KEY", "UNISENDER_GO_API_URL",
+    "RESEND_API_KEY", "RESEND_API_URL", "RESEND_SIGNING_SECRET",
+    "POSTAL_API_KEY", "POSTAL_API_URL", "POSTAL_WEBHOOK_KEY",
+    "MAILERSEND_API_TOKEN", "MAILERSEND_API_URL", "MAILERSEND_SIGNING_SECRET", "MAILERSEND_BATCH_SEND_MODE",
+    "SCALEWAY_SECRET_KEY", "SCALEWAY_PROJECT_ID", "SCALEWAY_REGION",
+    "MAILTRAP_API_TOKEN", "MAILTRAP_API_URL", "MAILTRAP_TEST_INBOX_ID",
+    "AMAZON_SES_CONFIGURATION_SET_NAME", "AMAZON_SES_MESSAGE_TAG_NAME",
+)
+_ANYMAIL_BOOLS = ("POSTMARK_USE_BULK_API", "SENDGRID_GENERATE_MESSAGE_ID", "UNISENDER_GO_GENERATE_MESSAGE_ID",
+                  "AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS")
+ANYMAIL.update({name: env.str(name) for name in _ANYMAIL_STRINGS if name in os.environ})
+ANYMAIL.update({name: env.bool(name) for name in _ANYMAIL_BOOLS if name in os.environ})
+if "AMAZON_SES_CLIENT_PARAMS" in os.environ:
+    # JSON, e.g. {"region_name": "eu-west-1"}; the keys come from boto3's usual
+    # environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or the instance role.
+    ANYMAIL["AMAZON_SES_CLIENT_PARAMS"] = env.json("AMAZON_SES_CLIENT_PARAMS")
+# A second provider for when the first fails (any backend EMAIL_BACKEND takes; its
+# credentials are in ANYMAIL like the first's). Empty: no failover.
+EMAIL_BACKEND_FALLBACK: str = env.str("EMAIL_BACKEND_FALLBACK", default="")
+# Connections each worker process keeps open, and sends over at once, for SMTP and
+# providers sent one message per call: each message waits a round trip, so a few in
+# parallel hide the waits without crowding the server.
+EMAIL_CONNECTIONS: int = env.int("EMAIL_CONNECTIONS", default=4)
+# The provider account's sending limit, in recipients a second, shared by every worker
+# (a token bucket in Redis): one number for any provider, or per provider by anymail
+# name, e.g. "mailgun=500,amazon ses=14,smtp=3000". 0, the default: no limit of ours,
+# since only the newsroom knows its account's.
+_send_rate = env.str("EMAIL_SEND_RATE", default="0")
+EMAIL_SEND_RATE: float | dict[str, float] = (
+    {name.strip().lower(): float(rate) for name, rate in (item.split("=", 1) for item in _send_rate.split(","))}
+    if "=" in _send_rate else float(_send_rate)
+)
 
 # --- The publication ---------------------------------------------------------------
 PUBLICATION_NAME: str = env.str("PUBLICATION_NAME", default="The Daily Courier")
@@ -339,13 +387,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-}
+# Plain lines for a terminal; LOG_FORMAT=json for one JSON object per line, with the
+# alert, batch and task ids where they apply (config/logging.py).
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="plain")
+try:
+    LOGGING = logging_config(log_format=LOG_FORMAT, level=env.str("LOG_LEVEL", default="INFO"))
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
+# The worker and beat log through LOGGING too, instead of Celery's own format; and
+# Python's warnings become log records, so they are JSON lines too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+logging.captureWarnings(True)
 
 # Pepper for keyed hashes of addresses (suppression list). Changing it makes existing
 # suppressions unmatchable, so it is not derived from SECRET_KEY, which rotates.
@@ -361,8 +413,16 @@ if not EMAIL_HASH_KEY:
 # only warn and then accept anyone's forged bounces and complaints.
 TRACKING_WEBHOOKS_ENABLED: bool = env.bool("TRACKING_WEBHOOKS_ENABLED", default=True)
 # Lower-case anymail ESP names whose tracking events we act on; others are ignored.
+# By default, the providers configured to send (EMAIL_BACKEND and its fallback), or
+# Mailgun, the reference, when neither is an anymail provider.
+_TRACKING_ESPS = {"mailgun": "mailgun", "sendgrid": "sendgrid", "postmark": "postmark", "mandrill": "mandrill",
+                  "mailjet": "mailjet", "sparkpost": "sparkpost", "brevo": "brevo", "sendinblue": "sendinblue",
+                  "unisender_go": "unisender go", "resend": "resend", "amazon_ses": "amazon ses",
+                  "postal": "postal", "mailersend": "mailersend", "mailtrap": "mailtrap"}
+_SENDING_ESPS = [_TRACKING_ESPS[path.split(".")[2]] for path in (EMAIL_BACKEND, EMAIL_BACKEND_FALLBACK)
+                 if path.startswith("anymail.backends.") and path.split(".")[2] in _TRACKING_ESPS]
 TRACKING_WEBHOOK_ESPS: list[str] = [
-    name.lower() for name in env.list("TRACKING_WEBHOOK_ESPS", default=["mailgun"])
+    name.lower() for name in env.list("TRACKING_WEBHOOK_ESPS", default=_SENDING_ESPS or ["mailgun"])
 ]
 # Signed provider webhooks (Mailgun, Resend) are refused when their timestamp is further
 # than this from now, or their one-time token was seen before (alerts/webhooks.py).
@@ -381,6 +441,35 @@ UNSUBSCRIBE_UNDO_HOURS: int = env.int("UNSUBSCRIBE_UNDO_HOURS", default=48)
 # Per-address limits on "email me my preferences link" (list-bombing defence).
 PREFERENCES_LINK_COOLDOWN_SECONDS: int = env.int("PREFERENCES_LINK_COOLDOWN_SECONDS", default=600)
 PREFERENCES_LINK_DAILY_LIMIT: int = env.int("PREFERENCES_LINK_DAILY_LIMIT", default=3)
+
+# --- Observability: metrics, logs, errors, deliverability guard --------------------
+# The Prometheus endpoint (/metrics) answers only a scraper that sends
+# "Authorization: Bearer <METRICS_TOKEN>" or comes from METRICS_ALLOWED_NETWORKS (CIDR
+# list, e.g. 10.0.0.0/8, the address as TRUSTED_PROXIES tells it). Both empty by
+# default: a fresh deployment exposes nothing until the operator chooses.
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS: list[str] = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_network!r} is not a network.") from None
+# Per-alert gauges (hand-off and inbox times) for this many of the latest alerts: enough
+# to compare the last one with the ones before, few enough to keep series bounded.
+METRICS_RECENT_ALERTS: int = env.int("METRICS_RECENT_ALERTS", default=5)
+# Spam complaints over the last 24 hours, as a share of emails handed off: above WARN
+# (Gmail's and Yahoo's 0.1%) every admin page warns and the log says so; above CONFIRM
+# (their 0.3% ceiling) the editor confirms the figure before publishing.
+DELIVERABILITY_COMPLAINT_WARN: float = env.float("DELIVERABILITY_COMPLAINT_WARN", default=0.001)
+DELIVERABILITY_COMPLAINT_CONFIRM: float = env.float("DELIVERABILITY_COMPLAINT_CONFIRM", default=0.003)
+# Errors of the web app and the workers go to Sentry when SENTRY_DSN is set, with no
+# personal data (config/sentry.py); without it nothing is started. Tracing is off
+# unless asked for: it would send a sample of every request.
+SENTRY_DSN: str = env.str("SENTRY_DSN", default="")
+SENTRY_ENVIRONMENT: str = env.str("SENTRY_ENVIRONMENT", default="")
+SENTRY_TRACES_SAMPLE_RATE: float = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, release=env.str("SENTRY_RELEASE", default=""),
+            traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
 
 # --- The newsroom: archive, audit, approval, the editor's screen --------------------
 # A public web page for every sent alert, an index and RSS/Atom feeds, and a "View in

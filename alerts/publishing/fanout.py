@@ -19,10 +19,12 @@ from django.db.models import F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from ..common import metrics
 from ..common.cache import ProcessCache
 from ..common.queueing import enqueue
 from ..emails import RenderedAlert, alert_rendering
 from ..models import Alert, Batch
+from ..observability import logcontext
 from ..sending import ledger
 from ..sending.batches import (
     BatchOwner,
@@ -168,6 +170,7 @@ def batch_send(*, batch_id: int, task_id: str = "") -> str:
     if claim.batch is None:
         return claim.status
     batch = claim.batch
+    logcontext.bind(alert_id=batch.alert_id)  # Observability: log lines name the alert.
     with keeper.holding(batch):
         status = _send(batch)
     if status == Batch.Status.SENT and batch.waiting_since:
@@ -185,7 +188,7 @@ def _send(batch: Batch) -> str:
         return set_aside
     readers = recipients(batch, alert)
     try:
-        results = deliver(alert, readers)
+        results = deliver(alert, readers, on_progress=lambda rows: record_partial(batch, rows))
     except TransientSendError as error:
         record_partial(batch, error.partial_results)
         return retry_or_give_up(batch, error, subscriber_ids=[sid for sid, _ in readers])
@@ -203,20 +206,29 @@ def _published_alert(batch: Batch) -> Alert:
                              lambda: Alert.objects.get(pk=batch.alert_id))
 
 
-def deliver(alert: Alert, readers: list[tuple[int, str]]) -> list[Outcome]:
+def deliver(alert: Alert, readers: list[tuple[int, str]], on_progress=None) -> list[Outcome]:
     """Hand readers to the provider: one Outcome each; raises TransientSendError or
-    PermanentSendError."""
+    PermanentSendError. Per-message sends report each round to `on_progress`."""
     if not readers:
         return []
     rendered = _render_cache.get((alert.pk, alert.updated_at), lambda: alert_rendering(alert))
     metadata = {"alert_id": str(alert.pk)}
-    if alert.follow_up_of_id:
-        return _deliver_threaded(alert, rendered, readers, metadata)
-    return deliver_rendered(rendered, readers, tag="breaking-alert", metadata=metadata)
+    # Observability: time the call and count its outcomes (alerts/common/metrics.py).
+    with metrics.provider_call(kind="alert", recipients=len(readers), failures=CALL_FAILURES) as call:
+        if alert.follow_up_of_id:
+            results = _deliver_threaded(alert, rendered, readers, metadata, on_progress)
+        else:
+            results = deliver_rendered(rendered, readers, tag="breaking-alert", metadata=metadata,
+                                       on_progress=on_progress)
+        call.statuses = [row.status for row in results]
+    return results
+
+
+CALL_FAILURES = {TransientSendError: "retried", PermanentSendError: "failed"}
 
 
 def _deliver_threaded(alert: Alert, rendered: RenderedAlert, readers: list[tuple[int, str]],
-                      metadata: dict[str, str]) -> list[Outcome]:
+                      metadata: dict[str, str], on_progress=None) -> list[Outcome]:
     """A follow-up's readers, one provider call per copy of the original they received
     (so each copy names its own original in In-Reply-To): usually one or two calls a
     batch, where the original went out in batch calls. What went out before a failure
@@ -225,7 +237,8 @@ def _deliver_threaded(alert: Alert, rendered: RenderedAlert, readers: list[tuple
     for message_id, group in corrections.by_original_message(alert.follow_up_of_id, readers):
         threaded = replace(rendered, headers={**rendered.headers, **corrections.thread_headers(message_id)})
         try:
-            done += deliver_rendered(threaded, group, tag=f"breaking-{alert.kind}", metadata=metadata)
+            done += deliver_rendered(threaded, group, tag=f"breaking-{alert.kind}", metadata=metadata,
+                                     on_progress=on_progress)
         except TransientSendError as error:
             error.partial_results = done + list(error.partial_results)
             raise
@@ -241,4 +254,8 @@ def alert_finish_if_done(*, alert_id: int) -> bool:
     if every batch failed, else sent. True if this call finished it. Every batch runs
     this as it closes, outside its own transaction, so that of two batches closing
     together the later sees the other's commit (the sweeper catches any both miss)."""
-    return ledger.finish_alert(alert_id, timezone.now())
+    finished = ledger.finish_alert(alert_id, timezone.now())
+    if finished:  # Observability: the alert's hand-off times, once (alerts/common/metrics.py).
+        metrics.observe_handoffs(*Alert.objects.filter(pk=alert_id).values_list(
+            "published_at", "first_handoff_at", "last_handoff_at").get())
+    return finished
