@@ -122,6 +122,14 @@ def list_headers() -> dict[str, str]:
     }
 
 
+def archive_url(alert: Alert) -> str:
+    """The alert's public page ("View in your browser"), or "" with the archive off.
+    The same for every reader: it carries no token."""
+    if not settings.PUBLIC_ARCHIVE or alert.pk is None:
+        return ""
+    return absolute_url(reverse("alerts:archive_alert", args=[alert.pk]))
+
+
 def alert_rendering(alert: Alert) -> RenderedAlert:
     """Subject, text and inlined-CSS HTML of an alert, with link markers in place of
     each recipient's own links. Everything the editor typed is escaped by the template
@@ -133,6 +141,10 @@ def alert_rendering(alert: Alert) -> RenderedAlert:
         "unsubscribe_url": UNSUBSCRIBE_MARK,
         "preferences_url": PREFERENCES_MARK,
         "paragraphs": [p.strip() for p in alert.body.split("\n\n") if p.strip()],
+        # A correction or update names the alert it follows up.
+        "original": alert.follow_up_of if alert.follow_up_of_id else None,
+        "publication_time_zone": settings.PUBLICATION_TIME_ZONE,
+        "archive_url": archive_url(alert),
     }
     subject, text, html = render_triple("alert", context)
     headers = list_headers()
@@ -191,6 +203,9 @@ def personalised_copy(rendered: RenderedAlert, *, to: str, links: dict[str, str]
 def digest_rendering(alerts: list[Alert], frequency: str) -> RenderedAlert:
     """A digest of `alerts` (newest first), with the same link markers and headers as an
     alert, so it goes through the same batch sending."""
+    alerts = beside_their_originals(alerts)
+    for alert in alerts:
+        alert.archive_url = archive_url(alert)
     context = {
         "alerts": alerts,
         "count": len(alerts),
@@ -203,3 +218,20 @@ def digest_rendering(alerts: list[Alert], frequency: str) -> RenderedAlert:
     subject, text, html = render_triple("digest", context)
     headers = list_headers()
     return RenderedAlert(subject=subject, text=text, html=css_inline.inline(html), headers=headers)
+
+
+def beside_their_originals(alerts: list[Alert]) -> list[Alert]:
+    """A digest's alerts newest first, each correction or update right after the alert
+    it follows up when that is in the digest too (else in its own place)."""
+    present = {alert.pk for alert in alerts}
+    follow_ups: dict[int, list[Alert]] = {}
+    for alert in sorted(alerts, key=lambda a: a.published_at or a.created_at):
+        if alert.follow_up_of_id in present:
+            follow_ups.setdefault(alert.follow_up_of_id, []).append(alert)
+    arranged = []
+    for alert in alerts:
+        if alert.follow_up_of_id in present:
+            continue
+        arranged.append(alert)
+        arranged += follow_ups.get(alert.pk, [])
+    return arranged

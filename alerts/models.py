@@ -322,12 +322,32 @@ class Alert(models.Model):
     # next alert starts on the primary again (alerts/sending/failover.py).
     failover_at = models.DateTimeField(null=True, blank=True)
 
+    # --- Corrections and updates (publishing/corrections.py) -------------------------
+    class Kind(models.TextChoices):
+        NORMAL = "normal", "Alert"
+        CORRECTION = "correction", "Correction"
+        UPDATE = "update", "Update"
+
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.NORMAL)
+    # A correction or update goes to the readers the ledger says received this one.
+    follow_up_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="follow_ups")
+    # --- A second pair of eyes (APPROVAL_REQUIRED_ABOVE; publishing/services.py) ------
+    # Who approved the alert as it now reads (never its author); an edit clears it.
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    approved_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at"]
         permissions = [("publish_alert", "Can publish, schedule and stop alerts")]
 
     def __str__(self) -> str:
         return self.headline
+
+    @property
+    def is_follow_up(self) -> bool:
+        return self.follow_up_of_id is not None
 
 
 class DigestRun(models.Model):
@@ -627,3 +647,60 @@ class TrackingEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
+
+
+# --- The newsroom's audit trail ---------------------------------------------------------
+
+
+class AuditEvent(models.Model):
+    """Append-only record of every editorial action and every change to what the
+    newsroom sends or to whom: who, when, from where, and what changed. Written only
+    through common.audit.record_audit; the admin shows it and can change nothing."""
+
+    class Action(models.TextChoices):
+        ALERT_CREATED = "alert.created", "Alert created"
+        ALERT_EDITED = "alert.edited", "Alert edited"
+        ALERT_SCHEDULED = "alert.scheduled", "Alert scheduled"
+        ALERT_UNSCHEDULED = "alert.unscheduled", "Alert unscheduled"
+        ALERT_PUBLISHED = "alert.published", "Alert published"
+        ALERT_CANCELLED = "alert.cancelled", "Alert stopped"
+        ALERT_RETRIED = "alert.retried", "Failed batches sent again"
+        ALERT_TEST_SENT = "alert.test_sent", "Test sent"
+        ALERT_DELETED = "alert.deleted", "Draft deleted"
+        FOLLOW_UP_SENT = "alert.follow_up_sent", "Correction or update sent"
+        APPROVAL_REQUESTED = "alert.approval_requested", "Approval requested"
+        APPROVED = "alert.approved", "Approved"
+        TOPIC_CHANGED = "topic.changed", "Topic added or changed"
+        TOPIC_DELETED = "topic.deleted", "Topic deleted"
+        SUPPRESSION_LIFTED = "suppression.lifted", "Suppression lifted"
+        OTHER = "other", "Other"
+
+    class Via(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        API = "api", "API"
+        COMMAND = "command", "Management command"
+        SYSTEM = "system", "Stop Press itself"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    action = models.CharField(max_length=40, choices=Action.choices, db_index=True)
+    via = models.CharField(max_length=10, choices=Via.choices, default=Via.ADMIN)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="+")
+    # Kept as text too: the record must outlive the staff account (or name an API token).
+    actor_name = models.CharField(max_length=150, blank=True)
+    # The client address behind TRUSTED_PROXIES (common/network.py); none for commands.
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    # What it was done to, by model label and id, and as it read then.
+    target_type = models.CharField(max_length=40, blank=True)
+    target_id = models.BigIntegerField(null=True, blank=True)
+    target_repr = models.CharField(max_length=200, blank=True)
+    # {"field": [before, after]} for an edit; other facts (audience, schedule) for the rest.
+    changes = models.JSONField(default=dict, blank=True)
+    note = models.CharField(max_length=400, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()}: {self.target_repr}"

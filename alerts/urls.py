@@ -6,6 +6,8 @@ from __future__ import annotations
 from django.urls import path
 
 from . import health
+from .archive import feeds as archive_feeds
+from .archive import views as archive
 from .observability import views as observability
 from .rights import views as rights
 from .signup import views as signup
@@ -31,4 +33,8 @@ urlpatterns = [
     path("preferences/<str:token>/data/", rights.data_request, name="data_request"),
     path("data/<str:token>/", rights.data_export, name="data_export"),
     path("data/<str:token>/erase/", rights.erase, name="erase"),
+    path("alerts/", archive.index, name="archive"),
+    path("alerts/<int:pk>/", archive.alert_page, name="archive_alert"),
+    path("alerts/feed/rss/", archive_feeds.AlertsFeed(), name="archive_rss"),
+    path("alerts/feed/atom/", archive_feeds.AtomAlertsFeed(), name="archive_atom"),
 ]

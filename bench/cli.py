@@ -5,6 +5,7 @@ and a fake email provider, and measure how fast every eligible reader is handed 
     .venv/bin/python bench/fanout.py --backend smtp --subscribers 20000
     .venv/bin/python bench/fanout.py --subscribers 1000000 --json bench/results/1m.json
     .venv/bin/python bench/fanout.py --mode digest         # one daily-digest tick instead
+    .venv/bin/python bench/fanout.py --mode correction     # a correction to an alert's readers
 
 It uses its own PostgreSQL database (stoppress_bench) and its own Redis databases
 (broker 10, cache 11), so it can run while others run the test suite. The seeded
@@ -30,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.constants import BROKER_DB, CACHE_DB, REDIS_SERVER, RESULTS, ROOT
-from bench.jobs import AlertJob, DigestJob, digest_hour_now, warm_up
+from bench.jobs import AlertJob, CorrectionJob, DigestJob, digest_hour_now, warm_up
 from bench.observe import ProcessSampler, background_load, machine_busy, service_pids, watch
 from bench.processes import (
     FAKES,
@@ -59,9 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=100_000, metavar="N",
                         help="eligible subscribers (ineligible ones are added on top; default 100000)")
-    parser.add_argument("--mode", choices=("alert", "digest"), default="alert",
-                        help="publish one breaking alert (default), or run one daily digest tick"
-                             " for subscribers who take digests")
+    parser.add_argument("--mode", choices=("alert", "digest", "correction"), default="alert",
+                        help="publish one breaking alert (default), run one daily digest tick"
+                             " for subscribers who take digests, or send a correction of an alert"
+                             " every eligible subscriber is recorded as having received")
     parser.add_argument("--backend", choices=sorted(FAKES), default="mailgun",
                         help="the provider whose fake (tests/fakes/) the workers send to (default mailgun)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="K",
@@ -146,7 +148,7 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     ensure_database()
     migrate(env, run_dir / "migrate.log")
     print(f"Seeding {args.subscribers:,} eligible subscribers ...", flush=True)
-    seed = seed_subscribers(args.subscribers, args.mode, force=args.reseed)
+    seed = seed_subscribers(args.subscribers, seed_mode(args.mode), force=args.reseed)
     print("  reused the existing seed" if seed.reused else f"  seeded {seed.total:,} rows in {seed.seconds:.1f} s",
           flush=True)
     clear_run_tables(args.mode)
@@ -213,7 +215,7 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
         "best_first_handoff_s": min((r["first_handoff_s"] for r in runs if r["first_handoff_s"]), default=None),
         "log_problems": log_problems(run_dir),
         "profile": summarise_profile([out for _, out in profilers], sum(r["batches"] for r in runs),
-                                     "batch_send" if args.mode == "alert" else "digest_batch_send")
+                                     "digest_batch_send" if args.mode == "digest" else "batch_send")
                    if profilers else None,
         "machine": machine(),
         "code": code,
@@ -254,9 +256,10 @@ def measure_once(setup: Setup, number: int) -> dict:
         clear_failover_record()
         mailgun_control(setup.port, {"fail_after_recipients":
                                      before.get("recipients", 0) + int(expected * args.primary_fails_after)})
-    job = AlertJob() if args.mode == "alert" else DigestJob()
+    job = {"alert": AlertJob, "digest": DigestJob, "correction": CorrectionJob}[args.mode]()
     job.prepare()
-    what = "publishing an alert" if args.mode == "alert" else "ticking daily digests"
+    what = {"alert": "publishing an alert", "digest": "ticking daily digests",
+            "correction": "sending a correction"}[args.mode]
     print(f"Run {number}/{args.runs}: {what} for {expected:,} readers via {args.backend}"
           f" ({args.workers} worker(s) x {args.concurrency}) ...", flush=True)
 
@@ -288,7 +291,7 @@ def measure_once(setup: Setup, number: int) -> dict:
             "first_failure_to_last_handoff_s": _round(last_handoff_epoch - primary_last)
             if primary_last and last_handoff_epoch and args.primary_fails_after is not None else None,
         }
-    checked = verify(job, args.mode, setup.record, offset, args.backend)
+    checked = verify(job, seed_mode(args.mode), setup.record, offset, args.backend)
     summary = job.summary(t0)
     complete = checked["missing"] == 0 and seen.last_handoff_s
     figures = {
@@ -349,6 +352,11 @@ def _send_rate(limit: float, recorded: int, seen) -> dict | None:
     steady = max(recorded - limit, 0) / (seen.last_handoff_s - seen.first_handoff_s)
     return {"limit": limit, "measured": round(steady, 1), "off_by_percent": round(100 * (steady - limit) / limit, 2),
             "overall": round(recorded / seen.last_handoff_s, 1)}
+
+
+def seed_mode(mode: str) -> str:
+    """A correction goes to the readers of an alert: the seed and audience of --mode alert."""
+    return "alert" if mode == "correction" else mode
 
 
 def median_run(runs: list[dict]) -> dict:

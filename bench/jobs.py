@@ -171,6 +171,50 @@ class AlertJob:
         }
 
 
+class CorrectionJob(AlertJob):
+    """Send a correction of an alert that every eligible subscriber received: the
+    original's ledger is written directly (one batch per 1,000 readers, each with the
+    provider message id a batch call gets), then the correction goes through the same
+    function the admin calls, cut by the original's ledger and threaded under it."""
+
+    kind = "correction"
+
+    def prepare(self) -> None:
+        from django.db import connection
+
+        from alerts.models import Batch
+        from bench.seed import eligible_where
+
+        published = datetime.now(UTC) - timedelta(minutes=5)
+        self.original = create_alert(status="sent", published_at=published)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT s.id FROM alerts_subscriber s WHERE {eligible_where('alert')} ORDER BY s.id",
+                           {"at": published})
+            ids = [row[0] for row in cursor.fetchall()]
+        Batch.objects.bulk_create([
+            Batch(alert=self.original, status="sent", first_subscriber_id=chunk[0], last_subscriber_id=chunk[-1],
+                  planned_count=len(chunk), sent_count=len(chunk), attempts=1, sent_at=published,
+                  message_id=f"<bench.{self.original.pk}.{n}@mg.news.example.com>")
+            for n, chunk in enumerate(ids[i:i + 1000] for i in range(0, len(ids), 1000))])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO alerts_delivery (alert_id, subscriber_id, batch_id, status, digest_key, message_id,"
+                " error, sent_at) SELECT b.alert_id, s.id, b.id, 'sent', '', '', '', b.sent_at"
+                " FROM alerts_batch b JOIN alerts_subscriber s ON s.id BETWEEN b.first_subscriber_id"
+                f" AND b.last_subscriber_id WHERE b.alert_id = %(alert)s AND {eligible_where('alert')}",
+                {"alert": self.original.pk, "at": published})
+        self.alert = self.original
+
+    def start(self) -> None:
+        from alerts.publishing.corrections import send_follow_up
+
+        self.alert = send_follow_up(self.original, kind="correction", headline="Bench: the vote was 411 to 199",
+                                    standfirst="We gave the wrong figures earlier.")
+
+    def published_at(self) -> datetime:
+        return self.original.published_at  # the readers are the original's
+
+
 class DigestJob:
     """Run one digest tick, as beat does every minute (the `alerts.send_digests` task),
     for daily subscribers whose digest hour is now, with three alerts to summarise."""
@@ -234,5 +278,5 @@ class DigestJob:
         }
 
 
-# What one benchmark run measures: the watcher and the verifier take either.
-Job: TypeAlias = AlertJob | DigestJob
+# What one benchmark run measures: the watcher and the verifier take any.
+Job: TypeAlias = AlertJob | CorrectionJob | DigestJob

@@ -94,7 +94,7 @@ def print_report(result: dict) -> None:
     v, a, m, c = result["verification"], result["alert"], result["machine"], result["cpu_seconds"]
     bg = result["background_before_publish"]
     # Digest runs have no hand-off columns: their times come from the batches' sent_at.
-    row = "alert row:" if result["mode"] == "alert" else "digest runs:"
+    row = "digest runs:" if result["mode"] == "digest" else f"{result['mode']} row:"
     rows = [
         ("subscribers (eligible)", f"{result['subscribers']:,}  (+{result['ineligible']:,} ineligible seeded)"),
         ("mode / backend / workers", (f"{result['mode']}, {result['backend']}, {result['workers']} worker(s) x concurrency"
@@ -145,7 +145,8 @@ def print_report(result: dict) -> None:
         rows.append(("all runs: duplicates / missing / unexpected",
                      " / ".join(str(sum(r[k] for r in result["runs"])) for k in ("duplicates", "missing", "unexpected"))))
     width = max(len(label) for label, _ in rows)
-    start = "alert_publish was called" if result["mode"] == "alert" else "the digest tick was queued"
+    start = {"alert": "alert_publish was called", "correction": "send_follow_up was called"}.get(
+        result["mode"], "the digest tick was queued")
     print(f"\nResults of run {result['run']} (times are seconds after {start})")
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")

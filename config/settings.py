@@ -484,3 +484,17 @@ SENTRY_ENVIRONMENT: str = env.str("SENTRY_ENVIRONMENT", default="")
 SENTRY_TRACES_SAMPLE_RATE: float = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
 init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, release=env.str("SENTRY_RELEASE", default=""),
             traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
+
+# --- The newsroom: archive, audit, approval, the editor's screen --------------------
+# A public web page for every sent alert, an index and RSS/Atom feeds, and a "View in
+# your browser" link in every email. On by default: an alert is news already public on
+# the publication's site; a newsroom whose alerts are for subscribers only turns it off
+# (the pages then 404 and emails carry no link).
+PUBLIC_ARCHIVE: bool = env.bool("PUBLIC_ARCHIVE", default=True)
+# A second pair of eyes: an alert that would reach more than this many readers waits
+# for another editor's approval (not its author's) before it can be published or
+# scheduled. 0, the default, turns it off: breaking news usually goes out on one
+# editor's judgment, and a newsroom opts in to the delay.
+APPROVAL_REQUIRED_ABOVE: int = env.int("APPROVAL_REQUIRED_ABOVE", default=0)
+if APPROVAL_REQUIRED_ABOVE < 0:
+    raise ImproperlyConfigured("APPROVAL_REQUIRED_ABOVE is a number of readers: 0 (off) or more.")

@@ -5,7 +5,7 @@ ledger marked with what became of it."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
@@ -88,38 +88,68 @@ def _send(batch: Batch) -> str:
 CALL_FAILURES = {TransientSendError: "retried", PermanentSendError: "failed"}
 
 
-def _eligible_rows(pending: QuerySet[Delivery]) -> list[tuple[int, str, datetime | None]]:
+def _eligible_rows(pending: QuerySet[Delivery]) -> list[tuple[int, str, datetime | None, datetime | None]]:
     return list(pending.filter(subscriber__status=Subscriber.Status.CONFIRMED).filter(
         ~Exists(Suppression.objects.active().filter(email_hmac=OuterRef("subscriber__email_hmac"))),
-    ).order_by("subscriber_id").values_list("subscriber_id", "subscriber__email", "subscriber__last_digest_at"))
+    ).order_by("subscriber_id").values_list("subscriber_id", "subscriber__email", "subscriber__last_digest_at",
+                                            "subscriber__confirmed_at"))
 
 
 def _group_by_content(rows, period: Period):
     """Group recipients by the exact list of alerts their digest holds (so each group is
-    one provider call); return the groups and the subscribers with nothing new."""
+    one provider call); return the groups and the subscribers with nothing new.
+
+    Corrections and updates published since a reader's last digest are in it beside
+    their alert, for the readers who take the alert in this digest or took it in an
+    earlier one (see _took_in_a_digest); nobody else gets a follow-up in a digest."""
     oldest = period.starts_at - 2 * PERIOD[period.frequency]
-    alerts = list(Alert.objects.filter(
-        status__in=[Alert.Status.SENDING, Alert.Status.SENT],
-        published_at__gt=oldest, published_at__lte=period.starts_at,
-    ).order_by("-published_at").values_list("pk", "published_at"))
-    ids = [sid for sid, _, _ in rows]
-    alert_topics = _topics(Alert.topics.through, "alert_id", [pk for pk, _ in alerts])
+    window = Alert.objects.filter(status__in=[Alert.Status.SENDING, Alert.Status.SENT],
+                                  published_at__gt=oldest, published_at__lte=period.starts_at)
+    alerts = list(window.filter(follow_up_of__isnull=True).order_by("-published_at")
+                  .values_list("pk", "published_at"))
+    follow_ups = list(window.filter(follow_up_of__isnull=False).order_by("published_at")
+                      .values_list("pk", "published_at", "follow_up_of_id", "follow_up_of__published_at"))
+    originals = {original: published for _, _, original, published in follow_ups}
+    ids = [sid for sid, _, _, _ in rows]
+    alert_topics = _topics(Alert.topics.through, "alert_id", [pk for pk, _ in alerts] + list(originals))
     follows = _topics(Subscriber.topics.through, "subscriber_id", ids)
     # An alert they already received as it happens is not repeated in the digest.
-    had = set(Delivery.objects.filter(subscriber_id__in=ids, alert_id__in=[pk for pk, _ in alerts])
+    every = [pk for pk, _ in alerts] + [pk for pk, _, _, _ in follow_ups] + list(originals)
+    had = set(Delivery.objects.filter(subscriber_id__in=ids, alert_id__in=every)
               .values_list("subscriber_id", "alert_id"))
     groups: dict[tuple[int, ...], list[tuple[int, str]]] = defaultdict(list)
     nothing_new = []
-    for sid, email, last in rows:
+    for sid, email, last, confirmed in rows:
         since = max(last or period.previous_at, oldest)
         mine = follows.get(sid)
         chosen = tuple(pk for pk, published in alerts if published > since and (sid, pk) not in had
-                       and (not mine or not alert_topics.get(pk) or mine & alert_topics[pk]))
+                       and _follows(mine, alert_topics.get(pk)))
+        chosen += tuple(pk for pk, published, original, original_at in follow_ups
+                        if published > since and (sid, pk) not in had
+                        and (original in chosen or (
+                            _took_in_a_digest(original_at, last, confirmed, PERIOD[period.frequency]) and (sid, original) not in had
+                            and _follows(mine, alert_topics.get(original)))))
         if chosen:
             groups[chosen].append((sid, email))
         else:
             nothing_new.append(sid)
     return groups, nothing_new
+
+
+def _follows(mine: set[int] | None, topics: set[int] | None) -> bool:
+    """A reader with no topics follows them all; an alert with none goes to everyone."""
+    return not mine or not topics or bool(mine & topics)
+
+
+def _took_in_a_digest(original_at: datetime | None, last: datetime | None, confirmed: datetime | None,
+                      period: timedelta) -> bool:
+    """Whether a digest reader (who follows its topics and did not get it as it
+    happened) took an alert published at `original_at` in an earlier digest. Digest
+    rows do not list their alerts, so this is judged as the digest chose them: the
+    reader has been sent a digest since the alert, and was a reader when it came out or
+    joined within a period after it (a first digest holds the period before it)."""
+    return (last is not None and original_at is not None and confirmed is not None
+            and last >= original_at and confirmed - period < original_at)
 
 
 def _topics(through, key: str, ids: list[int]) -> dict[int, set[int]]:
@@ -133,7 +163,7 @@ def _rendering(alert_ids: tuple[int, ...], frequency: str) -> RenderedAlert:
     stamps = tuple(Alert.objects.filter(pk__in=alert_ids).order_by("pk").values_list("pk", "updated_at"))
 
     def render() -> RenderedAlert:
-        alerts = list(Alert.objects.filter(pk__in=alert_ids).order_by("-published_at"))
+        alerts = list(Alert.objects.filter(pk__in=alert_ids).select_related("follow_up_of").order_by("-published_at"))
         return digest_rendering(alerts, frequency)
 
     return _renderings.get((stamps, frequency), render)

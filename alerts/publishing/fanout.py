@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -49,7 +49,8 @@ from ..sending.provider import (
     provider_label,
     sending_profile,
 )
-from .audience import audience, audience_before_suppression, recipients
+from . import corrections
+from .audience import audience, audience_before_suppression, follow_up_ranges, recipients
 
 logger = logging.getLogger(__name__)
 
@@ -119,17 +120,9 @@ def alert_fan_out(*, alert_id: int, task_id: str = "") -> int:
     start = alert.batches.aggregate(m=Max("last_subscriber_id"))["m"] or 0
     if start:
         _requeue_unstarted(alert_id)
-    members = audience(alert).filter(pk__gt=start).order_by("pk").values_list("pk", flat=True)
-    # The first batch is cut and queued before the rest of the audience is walked, so
-    # the first hand-off does not wait for a million-row scan.
-    first = list(members[:size])
     count = 0
     try:
-        if first:
-            owner = BatchOwner(alert_id=alert.pk)
-            count += create_batches(owner, [(first[0], first[-1], len(first))], SEND_TASK, keep=cut.renew)
-            rest = ranges_after(audience_before_suppression(alert), first[-1], size, join_suppressions=True)
-            count += create_batches(owner, rest, SEND_TASK, keep=cut.renew)
+        count = _cut(alert, start, size, cut)
     except CutLost:
         logger.warning("Alert %s: the cut was taken over by another walker; this one stops", alert_id)
         return count
@@ -137,6 +130,27 @@ def alert_fan_out(*, alert_id: int, task_id: str = "") -> int:
     logger.info("Alert %s: cut %d batches of up to %d", alert_id, count, size)
     alert_finish_if_done(alert_id=alert_id)
     return count
+
+
+def _cut(alert: Alert, start: int, size: int, cut: CutLease) -> int:
+    """Cut the audience after id `start` into batches; the first batch is cut and
+    queued before the rest of the audience is walked, so the first hand-off does not
+    wait for a million-row scan. A follow-up walks its original's ledger instead."""
+    owner = BatchOwner(alert_id=alert.pk)
+    if alert.follow_up_of_id:
+        ranges = follow_up_ranges(alert.follow_up_of_id, start, size)
+        first = next(ranges, None)
+        if first is None:
+            return 0
+        return (create_batches(owner, [first], SEND_TASK, keep=cut.renew)
+                + create_batches(owner, ranges, SEND_TASK, keep=cut.renew))
+    members = audience(alert).filter(pk__gt=start).order_by("pk").values_list("pk", flat=True)
+    first_ids = list(members[:size])
+    if not first_ids:
+        return 0
+    count = create_batches(owner, [(first_ids[0], first_ids[-1], len(first_ids))], SEND_TASK, keep=cut.renew)
+    rest = ranges_after(audience_before_suppression(alert), first_ids[-1], size, join_suppressions=True)
+    return count + create_batches(owner, rest, SEND_TASK, keep=cut.renew)
 
 
 def _requeue_unstarted(alert_id: int) -> None:
@@ -239,11 +253,15 @@ def deliver(alert: Alert, readers: list[tuple[int, str]], on_progress=None,
     if not readers:
         return []
     rendered = _render_cache.get((alert.pk, alert.updated_at), lambda: alert_rendering(alert))
+    metadata = {"alert_id": str(alert.pk)}
     # Observability: time the call and count its outcomes (alerts/common/metrics.py).
     with metrics.provider_call(kind="alert", recipients=len(readers), failures=CALL_FAILURES) as call:
-        results = deliver_rendered(rendered, readers, tag="breaking-alert", metadata={"alert_id": str(alert.pk)},
-                                   on_progress=on_progress, backend_path=backend_path,
-                                   template_key=_template_key(alert.pk))
+        if alert.follow_up_of_id:
+            results = _deliver_threaded(alert, rendered, readers, metadata, on_progress, backend_path)
+        else:
+            results = deliver_rendered(rendered, readers, tag="breaking-alert", metadata=metadata,
+                                       on_progress=on_progress, backend_path=backend_path,
+                                       template_key=_template_key(alert.pk))
         call.statuses = [row.status for row in results]
     return results
 
@@ -254,6 +272,29 @@ CALL_FAILURES = {TransientSendError: "retried", PermanentSendError: "failed"}
 def _template_key(alert_id: int) -> str:
     """The alert's stored template at a provider that needs one (Amazon SES)."""
     return f"alert-{alert_id}"
+
+
+def _deliver_threaded(alert: Alert, rendered: RenderedAlert, readers: list[tuple[int, str]],
+                      metadata: dict[str, str], on_progress=None,
+                      backend_path: str | None = None) -> list[Outcome]:
+    """A follow-up's readers, one provider call per copy of the original they received
+    (so each copy names its own original in In-Reply-To): usually one or two calls a
+    batch, where the original went out in batch calls. What went out before a failure
+    is kept: a transient error carries it, a permanent one fails only its own group."""
+    done: list[Outcome] = []
+    for message_id, group in corrections.by_original_message(alert.follow_up_of_id, readers):
+        threaded = replace(rendered, headers={**rendered.headers, **corrections.thread_headers(message_id)})
+        try:
+            done += deliver_rendered(threaded, group, tag=f"breaking-{alert.kind}", metadata=metadata,
+                                     on_progress=on_progress, backend_path=backend_path)
+        except TransientSendError as error:
+            error.partial_results = done + list(error.partial_results)
+            raise
+        except PermanentSendError as error:
+            if not done:
+                raise
+            done += failed_outcomes((sid for sid, _ in group), str(error))
+    return done
 
 
 def alert_finish_if_done(*, alert_id: int) -> bool:

@@ -15,13 +15,57 @@ from ..common.queueing import enqueue_on_commit
 from ..common.tokens import link_tokens
 from ..emails import alert_message
 from ..models import Alert, Batch
+from .audience import audience_count
 
 logger = logging.getLogger(__name__)
 
 
+class ApprovalRequired(Exception):
+    """The alert would reach more readers than APPROVAL_REQUIRED_ABOVE and no editor
+    but its author has approved it."""
+
+
+class ApprovalRefused(Exception):
+    """This approval cannot be given (the author's own, or an alert already sent)."""
+
+
+def approval_required(alert: Alert) -> bool:
+    """Whether `alert` needs a second editor's approval before it goes: its audience
+    now exceeds APPROVAL_REQUIRED_ABOVE (0: never). Counted only when the setting is on."""
+    limit = settings.APPROVAL_REQUIRED_ABOVE
+    return bool(limit) and audience_count(alert) > limit
+
+
+def _check_approval(alert_id: int) -> None:
+    alert = Alert.objects.get(pk=alert_id)
+    if alert.status == Alert.Status.DRAFT and alert.approved_at is None and approval_required(alert):
+        raise ApprovalRequired(
+            f"This alert would reach more than {settings.APPROVAL_REQUIRED_ABOVE} readers: another editor "
+            "needs to approve it first.")
+
+
+def alert_approve(*, alert_id: int, user) -> bool:
+    """A second editor approves the alert as it now reads. Returns False if it was
+    already approved. Raises ApprovalRefused for its author, or once it has gone."""
+    with transaction.atomic():
+        alert = Alert.objects.select_for_update().get(pk=alert_id)
+        if alert.status not in (Alert.Status.DRAFT, Alert.Status.SCHEDULED):
+            raise ApprovalRefused("This alert has already gone out.")
+        if alert.author_id is not None and alert.author_id == user.pk:
+            raise ApprovalRefused("An alert needs a second pair of eyes: its author cannot approve it.")
+        if alert.approved_at is not None:
+            return False
+        Alert.objects.filter(pk=alert_id).update(approved_by=user, approved_at=Now())
+    logger.info("Alert %s approved by user %s", alert_id, user.pk)
+    return True
+
+
 def alert_publish(*, alert_id: int, user=None) -> bool:
     """Start sending now. Returns False if the alert was already published (a double
-    click, two editors at once, a retried request): it is published once."""
+    click, two editors at once, a retried request): it is published once. Raises
+    ApprovalRequired for a draft that needs a second editor's approval and has none (a
+    scheduled alert had its approval checked when it was scheduled)."""
+    _check_approval(alert_id)
     with transaction.atomic():
         started = Alert.objects.filter(
             pk=alert_id, status__in=[Alert.Status.DRAFT, Alert.Status.SCHEDULED]
@@ -34,7 +78,9 @@ def alert_publish(*, alert_id: int, user=None) -> bool:
 
 
 def alert_schedule(*, alert_id: int, when: datetime, user=None) -> bool:
-    """Publish at an embargo time (picked up by the sweeper within seconds of it)."""
+    """Publish at an embargo time (picked up by the sweeper within seconds of it).
+    Raises ApprovalRequired as alert_publish does: the sweeper then sends it as it is."""
+    _check_approval(alert_id)
     return bool(Alert.objects.filter(
         pk=alert_id, status__in=[Alert.Status.DRAFT, Alert.Status.SCHEDULED]
     ).update(status=Alert.Status.SCHEDULED, scheduled_for=when, published_by=user))
@@ -66,6 +112,15 @@ def alert_save_edit(*, alert: Alert, user) -> EditOutcome:
             return EditOutcome.REFUSED
         outcome = EditOutcome.SAVED
         fields = [*EDITABLE_FIELDS, "updated_at"]
+        if current.approved_at and any(getattr(current, f) != getattr(alert, f) for f in EDITABLE_FIELDS):
+            # The approval was of the text as it was: changed, it needs approving again,
+            # and a scheduled alert must not go out unapproved meanwhile.
+            alert.approved_by, alert.approved_at = None, None
+            fields += ["approved_by", "approved_at"]
+            if current.status == Alert.Status.SCHEDULED and settings.APPROVAL_REQUIRED_ABOVE:
+                alert.status, alert.scheduled_for = Alert.Status.DRAFT, None
+                fields += ["status", "scheduled_for"]
+                outcome = EditOutcome.RETURNED_TO_DRAFT
         if current.status == Alert.Status.SCHEDULED and not user.has_perm("alerts.publish_alert"):
             alert.status, alert.scheduled_for = Alert.Status.DRAFT, None
             fields += ["status", "scheduled_for"]

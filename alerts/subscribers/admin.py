@@ -10,8 +10,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from ..common.addresses import email_hmac
+from ..common.audit import record_audit
 from ..common.suppression import suppression_lift
-from ..models import ConsentEvent, Subscriber, Suppression, Wording
+from ..models import AuditEvent, ConsentEvent, Subscriber, Suppression, Wording
 from .services import subscriber_revoke_links
 
 
@@ -187,6 +188,8 @@ class SuppressionAdmin(admin.ModelAdmin):
         if change and reason and suppression_lift(
             suppression_id=obj.pk, user=request.user, reason=reason
         ):
+            record_audit(action=AuditEvent.Action.SUPPRESSION_LIFTED, request=request, target=obj,
+                         changes={"lifted": [False, True]}, note=reason)
             self.message_user(request, "Suppression lifted; sending to this address may resume.")
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -9,6 +9,14 @@
         var value = data[cell.dataset.key];
         cell.textContent = value === null || value === "" ? "–" : value;
       });
+      // Once it has been sent (or stopped, or failed) the page stops saying
+      // "Sending" and offering "Stop sending".
+      var title = document.getElementById("progress-title");
+      var word = title && title.getAttribute("data-title-" + data.status);
+      if (word) title.textContent = word;
+      document.querySelectorAll("[data-while-sending]").forEach(function (element) {
+        element.hidden = data.status !== "sending";
+      });
       if (data.status === "sending" || data.status === "scheduled") setTimeout(refresh, 1000);
     });
   }

@@ -21,7 +21,7 @@ def test_a_reader_signs_up_and_confirms_through_a_real_worker(client, celery_wor
     calls = wait_until(lambda: fake_mailgun.calls, message="no confirmation reached Mailgun")
     call = calls[0]
     assert call.recipients == ["reader@example.com"]
-    assert call.first("subject") == "Confirm your The Daily Courier breaking news emails"
+    assert call.first("subject") == "Confirm your subscription to The Daily Courier's breaking news emails"
     path = urlsplit(link_in(call.first("text"), "/confirm/")).path
 
     client.post(path)

@@ -58,7 +58,7 @@ def test_signing_up_thanks_the_reader_and_sends_a_neutral_confirmation(client, p
     assert len(mailoutbox) == 1
     message = mailoutbox[0]
     assert message.to == ["Alice@example.com"]
-    assert message.subject == "Confirm your The Daily Courier breaking news emails"
+    assert message.subject == "Confirm your subscription to The Daily Courier's breaking news emails"
     assert_email_contains(message, "/confirm/")
     assert "List-Unsubscribe" not in message.extra_headers
 
