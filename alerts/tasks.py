@@ -14,10 +14,12 @@ from . import sweeper
 from .common.queueing import enqueue
 from .digests import schedule as digest_schedule
 from .digests import send as digest_send
+from .outbox.services import outbox_drain
 from .publishing import fanout
 from .rights import retention
 from .rights.links import data_link_send
 from .sending.batches import RetryLater
+from .signup.drain import consent_requests_drain
 from .signup.services import confirmation_send, consent_request_process, request_confirmation_send
 from .subscribers.services import preferences_link_send
 
@@ -135,3 +137,19 @@ def send_data_link(subscriber_id: int, purpose: str) -> None:
     """Email a single-use link to download ("export") or erase ("erase") one's data.
     Running twice is harmless: the cooldown lets one through."""
     data_link_send(subscriber_id=subscriber_id, purpose=purpose)
+
+
+@shared_task(name="alerts.drain_consent_requests", acks_late=True)
+def drain_consent_requests() -> None:
+    """Process every unprocessed signup and consent request, in batches, recording
+    their confirmation emails in the outbox. Safe to run twice or side by side: each
+    batch is locked (SKIP LOCKED) and marked processed as it is applied."""
+    consent_requests_drain()
+
+
+@shared_task(name="alerts.send_outbox", acks_late=True)
+def send_outbox() -> None:
+    """Send the outbox's due emails, batched per provider call. Safe to run twice or
+    side by side: rows are claimed under a lease; one that dies halfway leaves its
+    rows to be taken back when the lease runs out (the sweeper re-queues this task)."""
+    outbox_drain()

@@ -48,6 +48,8 @@ app.conf.task_routes = {
     "alerts.process_consent_request": {"queue": "transactional"},
     "alerts.send_request_confirmation": {"queue": "transactional"},
     "alerts.send_data_link": {"queue": "transactional"},
+    "alerts.drain_consent_requests": {"queue": "transactional"},
+    "alerts.send_outbox": {"queue": "transactional"},
     "alerts.send_digest_batch": {"queue": "digests"},
     "alerts.send_digests": {"queue": "digests"},
     "alerts.purge_unconfirmed": {"queue": "digests"},

@@ -100,6 +100,14 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": CACHE_REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="stoppress"),
+        # Seconds. redis-py waits forever by default: with a Redis that hangs rather
+        # than refuses, every signup would hang with it. A local Redis answers in well
+        # under a millisecond; past these, the rate limits fall back to process
+        # memory and the drain is left to the sweeper (see alerts/common/).
+        "OPTIONS": {
+            "socket_connect_timeout": env.float("CACHE_CONNECT_TIMEOUT", default=0.5),
+            "socket_timeout": env.float("CACHE_TIMEOUT", default=0.5),
+        },
     }
 }
 

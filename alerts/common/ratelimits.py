@@ -4,15 +4,31 @@ address on the mail a form can make us send (list-bombing defence).
 The per-address limits are checked where the mail is sent, never in the response, so
 they reveal nothing about whether an address is known. Counters live in the cache's
 Redis database, not the broker's.
+
+When that Redis cannot be reached, a form must still be accepted: the per-client
+limits fall back to a counter in each web process's own memory (`LocalWindow`), with
+a warning in the log, so a reader is never shown an error page because Redis blinked
+and a flood is still slowed (each process counts on its own, so the limit is looser by
+the number of processes for as long as Redis is away).
 """
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
+import time
+from functools import wraps
+
 from django.conf import settings
 from django.core.cache import cache
-from django_ratelimit.decorators import ratelimit
+from django_ratelimit.core import is_ratelimited
+from django_ratelimit.exceptions import Ratelimited
+from redis.exceptions import RedisError
 
 from .network import ratelimit_key
+
+logger = logging.getLogger(__name__)
 
 # The signup page, the embedded form and the JSON endpoint are one door with three
 # handles: they share this group, so a client has one budget across all three.
@@ -21,9 +37,75 @@ SIGNUP = "stoppress.signup"
 
 def per_client_limit(group: str | None = None):
     """SIGNUP_RATE_PER_IP POSTs per client (network.client_address) per `group`; the
-    view's own name when None. Past it, RATELIMIT_VIEW answers 429."""
-    return ratelimit(group=group, key=ratelimit_key, rate=lambda g, r: settings.SIGNUP_RATE_PER_IP,
-                     method="POST", block=True)
+    view's own name when None. Past it, RATELIMIT_VIEW answers 429. Counted in Redis,
+    or in this process's memory while Redis cannot be reached."""
+
+    def decorator(view):
+        name = group or f"{view.__module__}.{view.__qualname__}"
+
+        @wraps(view)
+        def limited(request, *args, **kwargs):
+            if request.method == "POST" and _over_limit(request, name):
+                raise Ratelimited()
+            return view(request, *args, **kwargs)
+
+        return limited
+
+    return decorator
+
+
+def _over_limit(request, group: str) -> bool:
+    rate = settings.SIGNUP_RATE_PER_IP
+    try:
+        return is_ratelimited(request=request, group=group, key=ratelimit_key, rate=rate,
+                              method="POST", increment=True)
+    except RedisError as error:
+        _warn_redis_down(error)
+        return _local.over(f"{group}:{ratelimit_key(group, request)}", rate)
+
+
+class LocalWindow:
+    """A fixed-window counter in this process's memory: the fallback while Redis is
+    down. Bounded: every window starts with an empty table."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._window: tuple[int, int] = (0, 0)
+        self._counts: dict[str, int] = {}
+
+    def over(self, key: str, rate: str) -> bool:
+        limit, period = split_rate(rate)
+        window = (period, int(time.time()) // period)
+        with self._lock:
+            if window != self._window or len(self._counts) > 100_000:
+                self._window, self._counts = window, {}
+            count = self._counts[key] = self._counts.get(key, 0) + 1
+        return count > limit
+
+
+_local = LocalWindow()
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RATE = re.compile(r"^(\d+)/(\d*)([smhd])$")
+
+
+def split_rate(rate: str) -> tuple[int, int]:
+    """"10/h" -> (10, 3600); "5/10m" -> (5, 600): django-ratelimit's notation."""
+    match = _RATE.match(rate.strip())
+    if not match:
+        raise ValueError(f"not a rate: {rate!r}")
+    return int(match[1]), int(match[2] or 1) * _UNITS[match[3]]
+
+
+_last_warning = [0.0]
+
+
+def _warn_redis_down(error: Exception) -> None:
+    # Once every 10 seconds at most: at hundreds of signups a second, one line each
+    # would bury everything else in the log.
+    now = time.monotonic()
+    if now - _last_warning[0] > 10:
+        _last_warning[0] = now
+        logger.warning("Rate limits counted in process memory: the cache's Redis is unreachable (%s)", error)
 
 DAY = 24 * 3600
 
@@ -50,6 +132,16 @@ def allow_data_link_email(email_hmac: str, purpose: str) -> bool:
     limits as preferences links, counted per purpose)."""
     return _allow(f"data-{purpose}", email_hmac, settings.PREFERENCES_LINK_COOLDOWN_SECONDS,
                   settings.PREFERENCES_LINK_DAILY_LIMIT)
+
+
+def release_confirmation_email(email_hmac: str, *, kind: str = "signup") -> None:
+    """Give back what allow_confirmation_email counted, for an email that then could
+    not be sent (the provider failed): the cooldown counts emails sent, not tried."""
+    cache.delete(f"confirm:{kind}-cooldown:{email_hmac}")
+    try:
+        cache.decr(f"confirm:{kind}-day:{email_hmac}")
+    except ValueError:  # the day's counter expired meanwhile: nothing to give back
+        pass
 
 
 def _allow(kind: str, email_hmac: str, cooldown: int, daily_limit: int) -> bool:

@@ -24,6 +24,7 @@ from ..emails import purposes_text
 from ..models import ConsentEvent
 from . import services
 from .forms import SignupForm
+from .origin import UTM, clean_url, signup_origin
 from .services import ConfirmOutcome
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def handle_signup(request: HttpRequest, data, source: str) -> SignupForm:
             source=source,
             meta=request_meta(request),
             timezone_name=form.cleaned_data["tz"],
+            origin=signup_origin(request, data),
         )
     return form
 
@@ -90,7 +92,9 @@ def _same_origin(request: HttpRequest) -> bool:
 
 def _signup_page(request: HttpRequest, template: str, source: str) -> HttpResponse:
     if request.method == "GET":
-        return render(request, template, {"form": SignupForm()})
+        # The embedding article, passed on by embed.js; posted back with the form.
+        return render(request, template, {"form": SignupForm(),
+                                          "signup_page": clean_url(request.GET.get("page", ""))})
     form = handle_signup(request, request.POST, source)
     if not form.is_valid():
         return render(request, template, {"form": form}, status=400)
@@ -119,6 +123,7 @@ def api_subscribe(request: HttpRequest) -> JsonResponse:
         "marketing": "on" if payload.get("marketing") is True else "",
         "website": payload.get("website") if isinstance(payload.get("website"), str) else "",
         "tz": payload.get("tz") if isinstance(payload.get("tz"), str) else "",
+        **{name: payload.get(name) for name in ("page", *UTM)},
     }
     form = handle_signup(request, data, ConsentEvent.Source.API)
     if not form.is_valid():
