@@ -179,10 +179,15 @@ class Backlog(threading.Thread):
 
 
 class Outage(threading.Thread):
+    """Stops the private Redis `after` seconds into the load, starts it again
+    `seconds` later. The thread then lives until `finished` is set: a child's
+    parent-death signal (bench.processes) follows the thread that started it."""
+
     def __init__(self, redis: PrivateRedis, after: float, seconds: int) -> None:
         super().__init__(daemon=True)
         self.redis, self.after, self.seconds = redis, after, seconds
         self.down_at = self.up_at = 0.0
+        self.back, self.finished = threading.Event(), threading.Event()
 
     def run(self) -> None:
         time.sleep(self.after)
@@ -191,6 +196,8 @@ class Outage(threading.Thread):
         self.redis.proc.wait(timeout=30)
         time.sleep(max(self.seconds - (time.time() - self.down_at), 0))
         self.up_at = self.redis.start()
+        self.back.set()
+        self.finished.wait()
 
 
 def wait_drained(prefix: str, timeout: float) -> bool:
@@ -292,7 +299,7 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     result["signup"] = run_wrk(port, duration, args, prefix)
     ended = time.time()
     if outage:
-        outage.join()
+        outage.back.wait()
     if spy:
         spy.wait()
     print(f"signup:     {result['signup']['per_second']:.0f}/s, p99 {result['signup']['p99_ms']:.1f} ms")
@@ -315,6 +322,9 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     if "bare" in result:
         result["ratio"] = round(result["signup"]["per_second"] / result["bare"]["per_second"], 2)
     result["loadavg_after"] = os.getloadavg()
+    if outage:
+        outage.finished.set()
+    redis.remove()
     return result
 
 

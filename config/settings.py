@@ -332,6 +332,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker keeps trying to reach a lost broker for as long as it takes (every second,
+# config/celery.py): the default gives up after 100 attempts and exits.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # Hard limit for any task; the visibility timeout is more than twice it, so Redis only
 # redelivers a task whose worker is really gone (see config/celery.py).
 CELERY_TASK_TIME_LIMIT: int = env.int("CELERY_TASK_TIME_LIMIT", default=300)

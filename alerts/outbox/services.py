@@ -42,8 +42,10 @@ logger = logging.getLogger(__name__)
 SEND_TASK = "alerts.send_outbox"
 Status = OutboxEmail.Status
 # A sender holds its claimed rows this long: more than a provider call may take
-# (ANYMAIL_REQUESTS_TIMEOUT, 30 s), so a live send is never taken over.
-LEASE = timedelta(seconds=90)
+# (ANYMAIL_REQUESTS_TIMEOUT, 30 s), so a live send is never taken over; and no
+# longer, because it is also how long the rows of a sender that died (or that Celery
+# cancelled when it lost the broker) wait before another sender takes them.
+LEASE = timedelta(seconds=40)
 # Doubling from 5 s up to 5 minutes; after this many attempts (about an hour) the
 # row fails: the link would be close to useless by the time it arrived.
 FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS, MAX_ATTEMPTS = 5, 300, 16
