@@ -332,8 +332,11 @@ def _py_spy(app: subprocess.Popen, args: argparse.Namespace, duration: int):
     if not args.py_spy:
         return None
     children = subprocess.run(["pgrep", "-P", str(app.pid)], capture_output=True, text=True).stdout.split()
-    return subprocess.Popen(["py-spy", "record", "-o", str(args.py_spy), "-d", str(duration), "-p", children[0]],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    # A .svg is a flame graph; any other name gets the collapsed stacks (--format raw).
+    fmt = "flamegraph" if args.py_spy.suffix == ".svg" else "raw"
+    return subprocess.Popen([py_spy, "record", "-o", str(args.py_spy), "-d", str(duration), "-f", fmt,
+                             "-p", children[0]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def print_report(result: dict) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-
 from functools import partial
 
 from celery import Celery

@@ -97,7 +97,8 @@ _redis_base = REDIS_URL.rsplit("/", 1)[0] if REDIS_URL.count("/") > 2 else REDIS
 CACHE_REDIS_URL: str = env.str("CACHE_REDIS_URL", default=f"{_redis_base}/1")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Django's, keeping its redis-py clients (alerts/common/redis_cache.py).
+        "BACKEND": "alerts.common.redis_cache.RedisCache",
         "LOCATION": CACHE_REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="stoppress"),
         # Seconds. redis-py waits forever by default: with a Redis that hangs rather

@@ -35,6 +35,7 @@ from ..models import ConsentRequest, Subscriber, Wording
 from ..outbox.services import outbox_confirmations
 from . import drain
 from .origin import SignupOrigin
+from .sql import insert_consent_request
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +59,16 @@ def signup_request(*, email: str, marketing: bool, source: str, meta: RequestMet
 
     `email` must already be normalised (addresses.normalize_email). Returns the
     request's id (for tests, never for the answer)."""
-    request = ConsentRequest.objects.create(
-        email=email, email_hmac=email_hmac(email), alerts=True, marketing=marketing,
-        source=source, time_zone=timezone_name[:64], ip_address=meta.stored_ip(),
-        user_agent=meta.stored_user_agent(), wording_id=wording.current_id(Wording.Kind.ALERTS),
-        marketing_wording_id=wording.current_id(Wording.Kind.MARKETING) if marketing else None,
-        privacy_notice_id=wording.current_id(Wording.Kind.PRIVACY), **(origin or SignupOrigin()).fields(),
-    )
+    request_id = insert_consent_request({
+        "email": email, "email_hmac": email_hmac(email), "alerts": True, "marketing": marketing,
+        "source": source, "time_zone": timezone_name[:64], "ip_address": meta.stored_ip(),
+        "user_agent": meta.stored_user_agent(), "wording_id": wording.current_id(Wording.Kind.ALERTS),
+        "marketing_wording_id": wording.current_id(Wording.Kind.MARKETING) if marketing else None,
+        "privacy_notice_id": wording.current_id(Wording.Kind.PRIVACY), "created_at": timezone.now(),
+        **(origin or SignupOrigin()).fields(),
+    })
     nudge_on_commit(DRAIN_TASK)
-    return request.pk
+    return request_id
 
 
 def consent_request_for(*, subscriber: Subscriber, alerts: bool, marketing: bool, source: str,
