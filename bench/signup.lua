@@ -1,7 +1,8 @@
 -- wrk script of bench/signup.py: every request a new address from its own client
 -- address (an IPv6 /64 of its own in X-Forwarded-For, as a trusted proxy would send
--- it; the app counts IPv6 clients by /64). The addresses are only header text:
--- nothing is ever sent to them.
+-- it; the app counts IPv6 clients by /64), in the documentation range 3fff::/20 with
+-- the run's number in it, so no two runs share a client. The addresses are only
+-- header text: nothing is ever sent to them.
 local threads = {}
 local counter = 0
 
@@ -12,6 +13,7 @@ end
 
 function init(args)
   prefix = args[1] or "r"
+  run = tonumber(args[2] or "0") % 4096
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
 end
@@ -20,7 +22,8 @@ function request()
   counter = counter + 1
   local headers = {
     ["Content-Type"] = "application/json",
-    ["X-Forwarded-For"] = string.format("2001:db8:%x:%x::1", id, counter),
+    ["X-Forwarded-For"] = string.format("3fff:%x:%x:%x::1", run, id * 256 + math.floor(counter / 65536) % 256,
+                                        counter % 65536),
     ["User-Agent"] = "Mozilla/5.0 (bench)",
     ["Referer"] = "https://news.example.com/2026/12/01/storm-hits-the-coast?utm_source=push&utm_medium=web&utm_campaign=storm",
   }

@@ -24,6 +24,7 @@ import os
 os.environ.setdefault("BENCH_DATABASE", "stoppress_signup_bench")
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -45,6 +46,8 @@ from bench.seed import ensure_database, migrate  # noqa: E402
 from bench.stores import PrivateRedis  # noqa: E402
 
 LUA = ROOT / "bench" / "signup.lua"
+# Each wrk run's clients are its own (bench/signup.lua): a run number from the clock.
+_runs = itertools.count(int(time.time() * 10))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -144,7 +147,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def run_wrk(port: int, duration: int, args: argparse.Namespace, prefix: str) -> dict:
     cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s", "--timeout", "10s",
-           "-s", str(LUA), f"http://127.0.0.1:{port}/api/subscribe", "--", prefix]
+           "-s", str(LUA), f"http://127.0.0.1:{port}/api/subscribe", "--", prefix, str(next(_runs))]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
     result = json.loads(line[len("WRK_JSON "):])

@@ -18,10 +18,11 @@ import time
 from functools import partial
 
 from celery import current_app
-from django.core.cache import cache
 from django.db import transaction
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
+
+from .redis_cache import raw_client, raw_key
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ def enqueue_on_commit(task_name: str, **kwargs) -> None:
 NUDGE_TTL = 2  # seconds
 
 
-def _nudge_key(task_name: str) -> str:
-    return f"nudge:{task_name}"
+def nudge_key(task_name: str) -> str:
+    """The Redis key (raw_client) set while a drain of `task_name` is queued."""
+    return raw_key(f"nudge:{task_name}")
 
 
 def nudge(task_name: str) -> bool:
@@ -62,22 +64,28 @@ def nudge(task_name: str) -> bool:
     round trip for most callers, and never raises: with Redis down it returns False
     at once and the sweeper queues the drain when Redis is back."""
     try:
-        if not cache.add(_nudge_key(task_name), 1, timeout=NUDGE_TTL):
+        if not raw_client().set(nudge_key(task_name), 1, nx=True, ex=NUDGE_TTL):
             return False
     except RedisError as error:
-        _warn_unqueued(task_name, error)
+        warn_unqueued(task_name, error)
         return False
     return enqueue(task_name)
 
 
-def nudge_on_commit(task_name: str) -> None:
-    transaction.on_commit(partial(nudge, task_name))
+def nudge_on_commit(task_name: str, *, reserved: bool | None = None) -> None:
+    """After the commit: nudge (reserved None); queue the drain, the caller having set
+    the nudge key itself in an earlier round trip (True); or nothing, the key being
+    set already, so a drain is queued that will see this commit (False)."""
+    if reserved is None:
+        transaction.on_commit(partial(nudge, task_name))
+    elif reserved:
+        transaction.on_commit(partial(enqueue, task_name))
 
 
 def nudged(task_name: str) -> None:
     """Called by the drain as it starts: from now on a new row needs a new nudge."""
     try:
-        cache.delete(_nudge_key(task_name))
+        raw_client().delete(nudge_key(task_name))
     except RedisError:
         pass
 
@@ -85,7 +93,7 @@ def nudged(task_name: str) -> None:
 _last_warning: dict[str, float] = {}
 
 
-def _warn_unqueued(task_name: str, error: Exception) -> None:
+def warn_unqueued(task_name: str, error: Exception) -> None:
     # Once every 10 seconds per task at most: at hundreds of signups a second a line
     # each would bury the log.
     now = time.monotonic()

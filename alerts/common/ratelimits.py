@@ -14,6 +14,7 @@ the number of processes for as long as Redis is away).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -22,11 +23,12 @@ from functools import wraps
 
 from django.conf import settings
 from django.core.cache import cache
-from django_ratelimit.core import is_ratelimited
 from django_ratelimit.exceptions import Ratelimited
 from redis.exceptions import RedisError
 
 from .network import ratelimit_key
+from .queueing import NUDGE_TTL, nudge_key
+from .redis_cache import raw_client, raw_key
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +37,26 @@ logger = logging.getLogger(__name__)
 SIGNUP = "stoppress.signup"
 
 
-def per_client_limit(group: str | None = None):
+def per_client_limit(group: str | None = None, *, nudge: str | None = None):
     """SIGNUP_RATE_PER_IP POSTs per client (network.client_address) per `group`; the
-    view's own name when None. Past it, RATELIMIT_VIEW answers 429. Counted in Redis,
-    or in this process's memory while Redis cannot be reached."""
+    view's own name when None. Past it, RATELIMIT_VIEW answers 429. Counted in Redis
+    (a fixed window, as django-ratelimit counts), or in this process's memory while
+    Redis cannot be reached.
+
+    `nudge` names a drain task whose nudge key (queueing.nudge_key) is set in the same
+    round trip as the count: `request.drain_nudge` is then True if this request set
+    it (and must queue the drain once it has committed), False if a drain was already
+    queued, None if Redis could not be reached."""
 
     def decorator(view):
         name = group or f"{view.__module__}.{view.__qualname__}"
 
         @wraps(view)
         def limited(request, *args, **kwargs):
-            if request.method == "POST" and _over_limit(request, name):
-                raise Ratelimited()
+            if request.method == "POST":
+                over, request.drain_nudge = _count(request, name, nudge)
+                if over:
+                    raise Ratelimited()
             return view(request, *args, **kwargs)
 
         return limited
@@ -54,14 +64,27 @@ def per_client_limit(group: str | None = None):
     return decorator
 
 
-def _over_limit(request, group: str) -> bool:
+EXPIRATION_FUDGE = 5  # seconds a window's counter outlives it, as django-ratelimit keeps
+
+
+def _count(request, group: str, nudge: str | None) -> tuple[bool, bool | None]:
+    """(over the limit, nudge key set by us) in one Redis round trip."""
     rate = settings.SIGNUP_RATE_PER_IP
+    limit, period = split_rate(rate)
+    client = ratelimit_key(group, request)
+    window = int(time.time()) // period
+    key = raw_key("rl:" + hashlib.sha256(f"{group}|{client}|{rate}|{window}".encode()).hexdigest())
     try:
-        return is_ratelimited(request=request, group=group, key=ratelimit_key, rate=rate,
-                              method="POST", increment=True)
+        pipe = raw_client().pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, period + EXPIRATION_FUDGE)
+        if nudge:
+            pipe.set(nudge_key(nudge), 1, nx=True, ex=NUDGE_TTL)
+        replies = pipe.execute()
     except RedisError as error:
         _warn_redis_down(error)
-        return _local.over(f"{group}:{ratelimit_key(group, request)}", rate)
+        return _local.over(f"{group}:{client}", rate), None
+    return replies[0] > limit, bool(replies[2]) if nudge else None
 
 
 class LocalWindow:

@@ -10,6 +10,8 @@ its pool, so one per pool serves every call.
 
 from __future__ import annotations
 
+import redis
+from django.conf import settings
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from django.core.cache.backends.redis import RedisCacheClient as DjangoRedisCacheClient
 
@@ -31,3 +33,23 @@ class RedisCache(DjangoRedisCache):
     def __init__(self, server, params) -> None:
         super().__init__(server, params)
         self._class = RedisCacheClient
+
+
+_raw_clients: dict[tuple, redis.Redis] = {}
+
+
+def raw_client() -> redis.Redis:
+    """A redis-py client of the cache's Redis (same database and timeouts), for the few
+    callers that need several commands in one round trip (a pipeline): the signup's
+    rate limit and drain nudge. Keys made with `raw_key` share the cache's prefix."""
+    config = settings.CACHES["default"]
+    options = config.get("OPTIONS", {})
+    key = (config["LOCATION"], tuple(sorted(options.items())))
+    client = _raw_clients.get(key)
+    if client is None:
+        client = _raw_clients[key] = redis.Redis.from_url(config["LOCATION"], **options)
+    return client
+
+
+def raw_key(name: str) -> str:
+    return f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:raw:{name}"

@@ -46,7 +46,8 @@ DRAIN_TASK = "alerts.drain_consent_requests"
 
 
 def signup_request(*, email: str, marketing: bool, source: str, meta: RequestMeta,
-                   timezone_name: str = "", origin: SignupOrigin | None = None) -> int:
+                   timezone_name: str = "", origin: SignupOrigin | None = None,
+                   drain_nudge: bool | None = None) -> int:
     """Record a signup from a form and nudge the drain that processes it. ONE SQL
     statement, whatever we know of the address (no Subscriber is looked up, and the
     texts shown are resolved from a per-process cache), and at most one cheap Redis
@@ -56,6 +57,10 @@ def signup_request(*, email: str, marketing: bool, source: str, meta: RequestMet
     The unprocessed request is itself the outbox record of the work to come: the
     drain (signup.drain) runs the state machine and records the confirmation email,
     and the sweeper finds any request whose nudge was lost (Redis down).
+
+    `drain_nudge` is what the view's rate limit did with the nudge key in its round
+    trip (ratelimits.per_client_limit): True, queue the drain after the commit; False,
+    a drain is queued already; None, nudge now (one more round trip).
 
     `email` must already be normalised (addresses.normalize_email). Returns the
     request's id (for tests, never for the answer)."""
@@ -67,7 +72,7 @@ def signup_request(*, email: str, marketing: bool, source: str, meta: RequestMet
         "privacy_notice_id": wording.current_id(Wording.Kind.PRIVACY), "created_at": timezone.now(),
         **(origin or SignupOrigin()).fields(),
     })
-    nudge_on_commit(DRAIN_TASK)
+    nudge_on_commit(DRAIN_TASK, reserved=drain_nudge)
     return request_id
 
 

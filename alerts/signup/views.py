@@ -46,6 +46,7 @@ def handle_signup(request: HttpRequest, data, source: str) -> SignupForm:
             meta=request_meta(request),
             timezone_name=form.cleaned_data["tz"],
             origin=signup_origin(request, data),
+            drain_nudge=getattr(request, "drain_nudge", None),
         )
     return form
 
@@ -57,7 +58,7 @@ def _thanks_context(form: SignupForm) -> dict:
 
 @never_cache
 @require_http_methods(["GET", "POST"])
-@per_client_limit(SIGNUP)
+@per_client_limit(SIGNUP, nudge=services.DRAIN_TASK)
 def signup(request: HttpRequest) -> HttpResponse:
     return _signup_page(request, "alerts/signup.html", ConsentEvent.Source.WEB)
 
@@ -66,7 +67,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 @csrf_exempt  # the iframe's own origin check stands in for the cookie (see below)
 @xframe_options_exempt
 @require_http_methods(["GET", "POST"])
-@per_client_limit(SIGNUP)
+@per_client_limit(SIGNUP, nudge=services.DRAIN_TASK)
 def embed(request: HttpRequest) -> HttpResponse:
     # Inside a third-party page our CSRF cookie is not sent (SameSite), so the embed
     # form is protected by checking the browser's Origin header is our own site.
@@ -103,7 +104,7 @@ def _signup_page(request: HttpRequest, template: str, source: str) -> HttpRespon
 
 @csrf_exempt
 @require_POST
-@per_client_limit(SIGNUP)
+@per_client_limit(SIGNUP, nudge=services.DRAIN_TASK)
 def api_subscribe(request: HttpRequest) -> JsonResponse:
     """JSON signup for embedded forms: {"email", "marketing", "tz"}.
 

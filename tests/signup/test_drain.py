@@ -4,12 +4,12 @@ their confirmation emails recorded in the outbox; and the nudge that queues it."
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from alerts.common.consent import RequestMeta
-from alerts.common.queueing import nudge
+from alerts.common.queueing import nudge, nudge_key
+from alerts.common.redis_cache import raw_client
 from alerts.models import ConsentEvent, ConsentRequest, OutboxEmail, Subscriber
 from alerts.signup import drain
 from alerts.signup.services import DRAIN_TASK, signup_request
@@ -73,7 +73,7 @@ def test_a_nudge_queues_one_drain_until_that_drain_starts(monkeypatch):
 
     queued = []
     monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "delay", lambda **kw: queued.append(kw))
-    cache.delete(f"nudge:{DRAIN_TASK}")
+    raw_client().delete(nudge_key(DRAIN_TASK))
     assert [nudge(DRAIN_TASK) for _ in range(5)] == [True, False, False, False, False]
     drain.consent_requests_drain()  # it starts: the next request must nudge again
     assert nudge(DRAIN_TASK) is True
