@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gunicorn-threads", type=int, default=0, help="threads per gunicorn worker")
     parser.add_argument("--celery-concurrency", type=int, default=2, help="Celery pool processes (default 2)")
     parser.add_argument("--skip-bare", action="store_true", help="only the signup endpoint")
+    parser.add_argument("--defer-worker", action="store_true",
+                        help="start the Celery worker and beat only after the load (how much of the gap to the "
+                             "bare view is the workers' CPU)")
     parser.add_argument("--drain-timeout", type=float, default=180, help="seconds to wait for every email")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="SVG",
                         help="record one gunicorn worker with py-spy during the signup run")
@@ -273,7 +276,7 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     port = args.port or free_port()
     tag = time.strftime("%H%M%S")
     result: dict = {"command": "python bench/signup.py " + " ".join(sys.argv[1:]), "connections": args.connections,
-                    "duration_s": args.duration, "loadavg_before": os.getloadavg(), "run_dir": str(run_dir),
+                    "duration_s": args.duration, "defer_worker": args.defer_worker, "loadavg_before": os.getloadavg(), "run_dir": str(run_dir),
                     "redis_port": redis.port}
     print(f"Private Redis on :{redis.port}, database {DB_NAME}, logs in {run_dir}")
     if not args.skip_bare:
@@ -285,9 +288,11 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     worker = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "transactional,sweeps", "-P", "prefork",
               f"--concurrency={args.celery_concurrency}", "--without-gossip", "--without-mingle",
               "--without-heartbeat", "--loglevel=WARNING", "-n", f"signup-bench-{os.getpid()}@%h"]
-    procs.start("worker", worker, env, run_dir / "worker.log")
-    procs.start("beat", [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel=WARNING",
-                         "-s", str(run_dir / "beat-schedule")], env, run_dir / "beat.log")
+    beat = [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel=WARNING",
+            "-s", str(run_dir / "beat-schedule")]
+    if not args.defer_worker:
+        procs.start("worker", worker, env, run_dir / "worker.log")
+        procs.start("beat", beat, env, run_dir / "beat.log")
     app = start_gunicorn(procs, env, "config.settings", port, run_dir / "gunicorn-app.log")
     run_wrk(port, 3, args, f"warm{tag}")
     prefix = f"spike{tag}"
@@ -306,6 +311,10 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     if spy:
         spy.wait()
     print(f"signup:     {result['signup']['per_second']:.0f}/s, p99 {result['signup']['p99_ms']:.1f} ms")
+    if args.defer_worker:
+        ended = time.time()  # the drain is timed from the worker's start
+        procs.start("worker", worker, env, run_dir / "worker.log")
+        procs.start("beat", beat, env, run_dir / "beat.log")
     drained = wait_drained(prefix, args.drain_timeout)
     backlog.done.set()
     checks = verify(prefix, outage)

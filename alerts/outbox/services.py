@@ -30,7 +30,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from ..common.queueing import nudge_on_commit, nudged
-from ..common.ratelimits import allow_confirmation_email, release_confirmation_email
+from ..common.ratelimits import allow_confirmation_emails, release_confirmation_email
 from ..common.tokens import confirm_tokens
 from ..emails import confirm_url, confirmation_message, confirmation_rendering
 from ..models import ConsentRequest, OutboxEmail
@@ -137,11 +137,9 @@ def _send(rows: list[OutboxEmail]) -> None:
 def _reserve(rows: list[OutboxEmail]) -> tuple[list[OutboxEmail], list[OutboxEmail]]:
     """Count the per-address cooldown of each row now, as it is about to be sent (and
     give it back if the send fails): rows over it are held, never sent."""
-    allowed, held = [], []
-    for row in rows:
-        kind = _cooldown_kind(row)
-        (allowed if allow_confirmation_email(row.request.email_hmac, kind=kind) else held).append(row)
-    return allowed, held
+    verdicts = allow_confirmation_emails([(row.request.email_hmac, _cooldown_kind(row)) for row in rows])
+    allowed = [row for row, ok in zip(rows, verdicts, strict=True) if ok]
+    return allowed, [row for row, ok in zip(rows, verdicts, strict=True) if not ok]
 
 
 def _cooldown_kind(row: OutboxEmail) -> str:

@@ -33,7 +33,7 @@ from ..common.consent import Action, Purpose
 from ..common.queueing import nudge, nudged
 from ..models import ConsentEvent, ConsentRequest, Subscriber, Suppression
 from ..outbox.services import outbox_confirmations, outbox_send_now
-from . import services
+from . import services, sql
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _apply(requests: list[ConsentRequest]) -> list[ConsentRequest]:
             services._grant(request, reader, source=request.source, meta=services._meta_of(request))
     Subscriber.objects.bulk_update(list(changed.values()), ["status", "created_at"])
     ConsentEvent.objects.bulk_create(events)
-    ConsentRequest.objects.bulk_update(requests, ["subscriber", "processed_at"])
+    sql.mark_processed(requests, at=now)
     return due
 
 

@@ -54,3 +54,23 @@ def _statement(names: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
     placeholders = ", ".join(["%s"] * len(names))
     return names, (f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "
                    f"RETURNING {quote(meta.pk.column)}")
+
+
+def mark_processed(requests: list[ConsentRequest], *, at) -> None:
+    """Record each drained request's subscriber (None for an ignored one) and
+    processing time in one statement.
+
+    Why raw: `bulk_update` writes a CASE WHEN branch per row for each field, which for
+    a drain of 500 costs more Python than the rest of the drain; an UPDATE joined to
+    the two id arrays is one short statement. `bulk_update` is the portable twin."""
+    if connection.vendor != "postgresql":
+        ConsentRequest.objects.bulk_update(requests, ["subscriber", "processed_at"])
+        return
+    quote = connection.ops.quote_name
+    meta = ConsentRequest._meta
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} AS r SET {quote(meta.get_field('subscriber').column)} = v.sid, "
+            f"{quote(meta.get_field('processed_at').column)} = %s "
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, sid) WHERE r.id = v.id",
+            [at, [r.pk for r in requests], [r.subscriber_id for r in requests]])
