@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gunicorn-threads", type=int, default=0, help="threads per gunicorn worker")
     parser.add_argument("--celery-concurrency", type=int, default=2, help="Celery pool processes (default 2)")
     parser.add_argument("--skip-bare", action="store_true", help="only the signup endpoint")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="bare view and signup endpoint in alternation this many times; the round with the "
+                             "median ratio is reported (default 1)")
     parser.add_argument("--defer-worker", action="store_true",
                         help="start the Celery worker and beat only after the load (how much of the gap to the "
                              "bare view is the workers' CPU)")
@@ -177,7 +180,7 @@ class Backlog(threading.Thread):
     def run(self) -> None:
         with psycopg.connect(dsn(), autocommit=True) as conn:
             while not self.done.wait(0.5):
-                age = conn.execute(self.QUERY, [f"{self.prefix}-%"]).fetchone()[0]
+                age = conn.execute(self.QUERY, [f"{self.prefix}%"]).fetchone()[0]
                 self.samples.append((time.time(), float(age or 0)))
 
     def oldest(self, since: float = 0, until: float = float("inf")) -> float:
@@ -213,7 +216,7 @@ def wait_drained(prefix: str, timeout: float) -> bool:
             open_ = conn.execute(
                 "SELECT (SELECT count(*) FROM alerts_consentrequest WHERE email LIKE %s AND processed_at IS NULL)"
                 " + (SELECT count(*) FROM alerts_outboxemail WHERE address LIKE %s AND status IN "
-                "('pending', 'sending'))", [f"{prefix}-%"] * 2).fetchone()[0]
+                "('pending', 'sending'))", [f"{prefix}%"] * 2).fetchone()[0]
             if not open_:
                 return True
             time.sleep(0.5)
@@ -221,7 +224,7 @@ def wait_drained(prefix: str, timeout: float) -> bool:
 
 
 def verify(prefix: str, outage: Outage | None) -> dict:
-    like = f"{prefix}-%"
+    like = f"{prefix}%"
     with psycopg.connect(dsn(), autocommit=True) as conn:
         one = lambda sql, *params: conn.execute(sql, params or [like]).fetchone()[0]  # noqa: E731
         result = {
@@ -258,7 +261,7 @@ def delivered(record: Path, prefix: str) -> int:
     seen = set()
     for line in record.read_text().splitlines():
         recipient = line.rpartition("\t")[2]
-        if recipient.startswith(f"{prefix}-"):
+        if recipient.startswith(prefix):
             seen.add(recipient)
     return len(seen)
 
@@ -273,18 +276,13 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     ensure_database()
     migrate(env, run_dir / "migrate.log")
     reset_tables()
-    port = args.port or free_port()
     tag = time.strftime("%H%M%S")
+    prefix = f"spike{tag}"
+    rounds = 1 if args.redis_outage else args.rounds
     result: dict = {"command": "python bench/signup.py " + " ".join(sys.argv[1:]), "connections": args.connections,
-                    "duration_s": args.duration, "defer_worker": args.defer_worker, "loadavg_before": os.getloadavg(), "run_dir": str(run_dir),
-                    "redis_port": redis.port}
+                    "duration_s": args.duration, "defer_worker": args.defer_worker, "rounds": [],
+                    "loadavg_before": os.getloadavg(), "run_dir": str(run_dir), "redis_port": redis.port}
     print(f"Private Redis on :{redis.port}, database {DB_NAME}, logs in {run_dir}")
-    if not args.skip_bare:
-        bare = start_gunicorn(procs, env, "bench.bare_settings", port, run_dir / "gunicorn-bare.log")
-        run_wrk(port, 3, args, f"warm-bare{tag}")
-        result["bare"] = run_wrk(port, args.duration, args, f"bare{tag}")
-        print(f"bare view:  {result['bare']['per_second']:.0f}/s, p99 {result['bare']['p99_ms']:.1f} ms")
-        stop(bare)
     worker = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "transactional,sweeps", "-P", "prefork",
               f"--concurrency={args.celery_concurrency}", "--without-gossip", "--without-mingle",
               "--without-heartbeat", "--loglevel=WARNING", "-n", f"signup-bench-{os.getpid()}@%h"]
@@ -293,46 +291,69 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     if not args.defer_worker:
         procs.start("worker", worker, env, run_dir / "worker.log")
         procs.start("beat", beat, env, run_dir / "beat.log")
+    # Both servers stay up, idle in turn, so that the two are measured in alternation
+    # under the same load from the rest of the machine.
+    port, bare_port = args.port or free_port(), free_port()
     app = start_gunicorn(procs, env, "config.settings", port, run_dir / "gunicorn-app.log")
     run_wrk(port, 3, args, f"warm{tag}")
-    prefix = f"spike{tag}"
+    if not args.skip_bare:
+        start_gunicorn(procs, env, "bench.bare_settings", bare_port, run_dir / "gunicorn-bare.log")
+        run_wrk(bare_port, 3, args, f"warm-bare{tag}")
+    wait_drained(f"warm{tag}", args.drain_timeout)
     duration = max(args.duration, args.redis_outage + 30) if args.redis_outage else args.duration
     backlog = Backlog(prefix)
     backlog.start()
-    outage = Outage(redis, duration / 4, args.redis_outage) if args.redis_outage else None
-    if outage:
-        outage.start()
-    spy = _py_spy(app, args, duration)
-    started = time.time()
-    result["signup"] = run_wrk(port, duration, args, prefix)
-    ended = time.time()
-    if outage:
-        outage.back.wait()
-    if spy:
-        spy.wait()
-    print(f"signup:     {result['signup']['per_second']:.0f}/s, p99 {result['signup']['p99_ms']:.1f} ms")
-    if args.defer_worker:
-        ended = time.time()  # the drain is timed from the worker's start
-        procs.start("worker", worker, env, run_dir / "worker.log")
-        procs.start("beat", beat, env, run_dir / "beat.log")
-    drained = wait_drained(prefix, args.drain_timeout)
+    outage = spy = None
+    accepted, loads = 0, []
+    for index in range(rounds):
+        one: dict = {}
+        if not args.skip_bare:
+            one["bare"] = run_wrk(bare_port, args.duration, args, f"bare{tag}r{index}")
+            print(f"round {index + 1}: bare view {one['bare']['per_second']:.0f}/s, "
+                  f"p99 {one['bare']['p99_ms']:.1f} ms")
+        if args.redis_outage:
+            outage = Outage(redis, duration / 4, args.redis_outage)
+            outage.start()
+        spy = _py_spy(app, args, duration) if index == 0 else None
+        started = time.time()
+        one["signup"] = run_wrk(port, duration, args, f"{prefix}r{index}")
+        ended = time.time()
+        loads.append((started, ended))
+        accepted += one["signup"]["accepted"]
+        if "bare" in one:
+            one["ratio"] = round(one["signup"]["per_second"] / one["bare"]["per_second"], 2)
+        print(f"round {index + 1}: signup    {one['signup']['per_second']:.0f}/s, "
+              f"p99 {one['signup']['p99_ms']:.1f} ms" + (f", ratio {one['ratio']:.2f}" if "ratio" in one else ""))
+        result["rounds"].append(one)
+        if outage:
+            outage.back.wait()
+        if spy:
+            spy.wait()
+        if args.defer_worker:
+            ended = time.time()  # the drain is timed from the worker's start
+            procs.start("worker", worker, env, run_dir / "worker.log")
+            procs.start("beat", beat, env, run_dir / "beat.log")
+        drained = wait_drained(prefix, args.drain_timeout)
     backlog.done.set()
     checks = verify(prefix, outage)
     checks["drained"] = drained
     # wrk counts the requests answered within the time; the ones in flight as it stopped
     # are stored too, so stored may exceed accepted, never the other way round.
-    checks["accepted_not_stored"] = max(result["signup"]["accepted"] - checks["stored"], 0)
+    checks["accepted"] = accepted
+    checks["accepted_not_stored"] = max(accepted - checks["stored"], 0)
     checks["delivered_to_fake"] = delivered(record, prefix)
     checks["all_sent_after_load_s"] = round(checks["last_sent_at"] - ended, 1) if checks["last_sent_at"] else None
-    checks["oldest_unsent_during_load_s"] = round(backlog.oldest(started, ended), 1)
+    checks["oldest_unsent_during_load_s"] = round(max(backlog.oldest(a, b) for a, b in loads), 1)
     checks["oldest_unsent_outside_outage_s"] = round(max(
         backlog.oldest(started, outage.down_at), backlog.oldest(outage.up_at + 30, ended)), 1) if outage else None
     if outage:
         result["outage"] = {"down_at_s": round(outage.down_at - started, 1), "seconds": args.redis_outage,
                             "up_at_s": round(outage.up_at - started, 1)}
     result["checks"] = checks
-    if "bare" in result:
-        result["ratio"] = round(result["signup"]["per_second"] / result["bare"]["per_second"], 2)
+    # The round with the median ratio (or the only one) stands for the run.
+    median = sorted(result["rounds"], key=lambda one: one.get("ratio", 0))[len(result["rounds"]) // 2]
+    result.update({key: median[key] for key in ("bare", "signup", "ratio") if key in median})
+    result["ratios"] = [one["ratio"] for one in result["rounds"] if "ratio" in one]
     result["loadavg_after"] = os.getloadavg()
     if outage:
         outage.finished.set()
@@ -363,7 +384,9 @@ def print_report(result: dict) -> None:
               f"{run['max_ms']:>8.1f} {run['errors']:>7}")
     if "ratio" in result:
         print(f"  ratio signup / bare: {result['ratio']:.2f}")
-    print(f"  accepted {signup['accepted']}, stored {checks['stored']} (accepted but not stored: "
+    if len(result["ratios"]) > 1:
+        print(f"  ratios of the {len(result['ratios'])} rounds, in order: {result['ratios']}")
+    print(f"  accepted {checks['accepted']}, stored {checks['stored']} (accepted but not stored: "
           f"{checks['accepted_not_stored']}), without consent event "
           f"{checks['without_consent_event']}, without a confirmation {checks['without_confirmation']}, "
           f"sent {checks['sent']} (the fake Mailgun got {checks['delivered_to_fake']}), still queued "
