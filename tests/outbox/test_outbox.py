@@ -86,3 +86,14 @@ def test_a_dead_senders_rows_come_back_when_its_lease_runs_out(mailgun):
     OutboxEmail.objects.update(status="sending", lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert outbox_drain() == 1
     assert statuses() == ["sent"]
+
+
+def test_the_batch_reservation_and_the_one_at_a_time_cooldown_count_alike(settings):
+    from alerts.common.ratelimits import allow_confirmation_email, allow_confirmation_emails
+
+    settings.CONFIRM_DAILY_LIMIT = 1
+    assert allow_confirmation_email("h1") is True
+    assert allow_confirmation_emails([("h1", "signup"), ("h2", "signup"), ("h3", "marketing")]) == [
+        False, True, True]
+    assert allow_confirmation_email("h2") is False
+    assert allow_confirmation_email("h3", kind="signup") is True  # the kinds count apart

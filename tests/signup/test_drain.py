@@ -78,3 +78,12 @@ def test_a_nudge_queues_one_drain_until_that_drain_starts(monkeypatch):
     drain.consent_requests_drain()  # it starts: the next request must nudge again
     assert nudge(DRAIN_TASK) is True
     assert len(queued) == 2
+
+
+def test_a_drain_looks_once_more_for_a_signup_that_committed_just_after_its_read(monkeypatch):
+    # The signup's nudge key is set before its INSERT commits, so a drain may read
+    # just before the row exists: its second look, after a short pause, finds it.
+    sign_up("first@example.com")
+    monkeypatch.setattr(drain.time, "sleep", lambda seconds: sign_up("late@example.com"))
+    assert drain.consent_requests_drain() == 2
+    assert not ConsentRequest.objects.filter(processed_at__isnull=True).exists()
