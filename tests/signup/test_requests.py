@@ -12,9 +12,9 @@ from django.test.utils import CaptureQueriesContext
 
 from alerts.common.addresses import email_hmac
 from alerts.common.consent import RequestMeta
-from alerts.models import ConsentEvent, ConsentRequest, Subscriber, Suppression
 from alerts.common.queueing import nudge_key
 from alerts.common.redis_cache import raw_client
+from alerts.models import ConsentEvent, ConsentRequest, Subscriber, Suppression
 from alerts.signup.services import DRAIN_TASK, consent_request_process, signup_request
 from tests.factories import make_subscriber
 from tests.helpers import API, SIGNUP, link_in
