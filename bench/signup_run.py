@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker-class", default="", help="override gunicorn's worker class (gthread)")
     parser.add_argument("--gunicorn-threads", type=int, default=0, help="threads per gunicorn worker")
     parser.add_argument("--celery-concurrency", type=int, default=2, help="Celery pool processes (default 2)")
+    parser.add_argument("--worker-nice", type=int, default=0, metavar="N",
+                        help="run the Celery worker under `nice -n N`: the web requests first, the drain and "
+                             "the outbox with the CPU left (default 0)")
     parser.add_argument("--skip-bare", action="store_true", help="only the signup endpoint")
     parser.add_argument("--rounds", type=int, default=1,
                         help="bare view and signup endpoint in alternation this many times; the round with the "
@@ -280,10 +283,11 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     prefix = f"spike{tag}"
     rounds = 1 if args.redis_outage else args.rounds
     result: dict = {"command": "python bench/signup.py " + " ".join(sys.argv[1:]), "connections": args.connections,
-                    "duration_s": args.duration, "defer_worker": args.defer_worker, "rounds": [],
+                    "duration_s": args.duration, "defer_worker": args.defer_worker, "worker_nice": args.worker_nice, "rounds": [],
                     "loadavg_before": os.getloadavg(), "run_dir": str(run_dir), "redis_port": redis.port}
     print(f"Private Redis on :{redis.port}, database {DB_NAME}, logs in {run_dir}")
-    worker = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "transactional,sweeps", "-P", "prefork",
+    nice = ["nice", "-n", str(args.worker_nice)] if args.worker_nice else []
+    worker = [*nice, sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "transactional,sweeps", "-P", "prefork",
               f"--concurrency={args.celery_concurrency}", "--without-gossip", "--without-mingle",
               "--without-heartbeat", "--loglevel=WARNING", "-n", f"signup-bench-{os.getpid()}@%h"]
     beat = [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel=WARNING",
