@@ -150,6 +150,16 @@ def allow_preferences_email(email_hmac: str) -> bool:
                   settings.PREFERENCES_LINK_DAILY_LIMIT)
 
 
+def release_preferences_email(email_hmac: str) -> None:
+    """Give back what allow_preferences_email counted, for an email that then could not
+    be sent."""
+    cache.delete(f"prefs-cooldown:{email_hmac}")
+    try:
+        cache.decr(f"prefs-day:{email_hmac}")
+    except ValueError:
+        pass
+
+
 def allow_data_link_email(email_hmac: str, purpose: str) -> bool:
     """True if one more download or erasure link may go to this address now (the same
     limits as preferences links, counted per purpose)."""

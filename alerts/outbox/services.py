@@ -1,4 +1,4 @@
-"""The transactional outbox: confirmation emails, recorded as OutboxEmail rows in the
+"""The transactional outbox: confirmation and preferences-link emails, recorded as OutboxEmail rows in the
 transaction that makes them due and sent by a task.
 
 - Recording (`outbox_confirmations`) is one INSERT for a whole drained batch, and
@@ -24,16 +24,21 @@ from datetime import datetime, timedelta
 
 from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from ..common.queueing import nudge_on_commit, nudged
-from ..common.ratelimits import allow_confirmation_emails, release_confirmation_email
+from ..common.ratelimits import (
+    allow_confirmation_emails,
+    allow_preferences_email,
+    release_confirmation_email,
+    release_preferences_email,
+)
 from ..common.tokens import confirm_tokens
-from ..emails import confirm_url, confirmation_message, confirmation_rendering
-from ..models import ConsentRequest, OutboxEmail
+from ..emails import confirm_url, confirmation_message, confirmation_rendering, preferences_message
+from ..models import ConsentRequest, OutboxEmail, Subscriber, Suppression
 from ..sending.anymail_batch import BatchMessage, backend_class
 from ..sending.provider import REFUSED, sending_profile
 
@@ -62,6 +67,26 @@ def outbox_confirmations(requests: list[ConsentRequest], *, nudge_sender: bool =
     if rows and nudge_sender:
         nudge_on_commit(SEND_TASK)
     return rows
+
+
+def outbox_preferences_link(*, email_hmac: str) -> None:
+    """Record "here is your preferences link" for the confirmed reader with this
+    address hash, if there is one, in ONE statement whatever the answer (INSERT ...
+    SELECT: no lookup first, so the work says nothing about the address); the sender
+    is nudged after the commit either way. The cooldown and the suppression list are
+    checked where it is sent."""
+    out, readers = OutboxEmail._meta, Subscriber._meta
+    quote = connection.ops.quote_name
+    columns = ("kind", "subscriber_id", "address", "status", "attempts", "created_at", "next_attempt_at",
+               "message_id", "last_error")
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(out.db_table)} ({', '.join(quote(c) for c in columns)}) "
+            f"SELECT %s, {quote(readers.pk.column)}, {quote('email')}, %s, 0, %s, %s, '', '' "
+            f"FROM {quote(readers.db_table)} WHERE {quote('email_hmac')} = %s AND {quote('confirmed_at')} IS NOT NULL",
+            [OutboxEmail.Kind.PREFERENCES, Status.PENDING, now, now, email_hmac])
+    nudge_on_commit(SEND_TASK)
 
 
 def outbox_waiting(*, before: datetime) -> bool:
@@ -120,6 +145,12 @@ def _claim(*, limit: int, ids: list[int] | None = None) -> list[OutboxEmail]:
 
 
 def _send(rows: list[OutboxEmail]) -> None:
+    links = [row for row in rows if row.kind == OutboxEmail.Kind.PREFERENCES]
+    if links:
+        _send_preferences_links(links)
+        rows = [row for row in rows if row.kind != OutboxEmail.Kind.PREFERENCES]
+    if not rows:
+        return
     try:
         allowed, held = _reserve(rows)
     except RedisError as error:
@@ -132,6 +163,40 @@ def _send(rows: list[OutboxEmail]) -> None:
         groups[(row.request.alerts, row.request.marketing)].append(row)
     for group in groups.values():
         _send_group(group)
+
+
+def _send_preferences_links(rows: list[OutboxEmail]) -> None:
+    """One message each (they are rare): held by the cooldown, dropped for a suppressed
+    address (bounced or complained: more mail would only hurt our reputation)."""
+    for row in rows:
+        reader = row.subscriber
+        if reader is None or Suppression.objects.of_address(reader.email_hmac).exists():
+            _finish([row], Status.FAILED, error="no longer deliverable")
+            continue
+        try:
+            if not allow_preferences_email(reader.email_hmac):
+                _finish([row], Status.HELD)
+                continue
+            preferences_message(reader).send()
+        except RedisError as error:
+            _retry([row], f"cooldown store unreachable: {error}")
+            continue
+        except (AnymailAPIError, smtplib.SMTPException, OSError) as error:
+            classified = _classify(error) if isinstance(error, AnymailAPIError) else TransientOutboxError(str(error))
+            _release_preferences(reader.email_hmac)
+            if isinstance(classified, PermanentOutboxError):
+                _finish([row], Status.FAILED, error=str(classified))
+            else:
+                _retry([row], str(classified))
+            continue
+        _finish([row], Status.SENT)
+
+
+def _release_preferences(email_hmac: str) -> None:
+    try:
+        release_preferences_email(email_hmac)
+    except RedisError:
+        pass
 
 
 def _reserve(rows: list[OutboxEmail]) -> tuple[list[OutboxEmail], list[OutboxEmail]]:

@@ -1,6 +1,6 @@
 """Redis down is not an error page: with the cache's Redis stopped, signups (page,
-embedded box, JSON), one-click unsubscribes and preference changes are accepted and
-stored; the per-client limit falls back to process memory with a warning; and the
+embedded box, JSON), one-click unsubscribes, preference changes and requests for a
+preferences link are accepted and stored; the per-client limit falls back to process memory with a warning; and the
 confirmation emails go out once Redis is back. Against a private redis-server that
 the test starts and stops, never the shared one."""
 
@@ -23,6 +23,7 @@ from tests.helpers import (
     API,
     ONE_CLICK,
     PARTNER,
+    REQUEST,
     SIGNUP,
     form_data,
     prefs_path,
@@ -95,8 +96,9 @@ def test_with_redis_down_every_form_is_accepted_and_its_emails_go_out_when_it_re
                         content_type="application/x-www-form-urlencoded", **{f"HTTP_{k.upper()}": v
                                                                               for k, v in ONE_CLICK.items()}),
             client.post(prefs_path(reader), form_data(marketing="on"), REMOTE_ADDR="203.0.113.4"),
+            client.post(REQUEST, {"email": "reader@example.com"}, REMOTE_ADDR="203.0.113.5"),  # "email me my link"
         ]
-    assert [answer.status_code for answer in answers] == [200] * 5
+    assert [answer.status_code for answer in answers] == [200] * 6
     assert "Rate limits counted in process memory" in caplog.text
     assert ConsentRequest.objects.filter(processed_at__isnull=True).count() == 4  # 3 signups, 1 marketing tick
     assert Subscriber.objects.get(email="leaver@example.com").status == Subscriber.Status.UNSUBSCRIBED
@@ -107,7 +109,7 @@ def test_with_redis_down_every_form_is_accepted_and_its_emails_go_out_when_it_re
     sweeper.sweep(now=later)  # the drain, which records the emails
     sweeper.sweep(now=later)  # the sender (nudged too, but its nudge waits for the test's commit)
     assert sorted(m.to[0] for m in mailoutbox) == [
-        "embed@example.com", "json@example.com", "page@example.com", "reader@example.com"]
+        "embed@example.com", "json@example.com", "page@example.com", "reader@example.com", "reader@example.com"]
     assert set(OutboxEmail.objects.values_list("status", flat=True)) == {"sent"}
 
 

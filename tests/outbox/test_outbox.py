@@ -97,3 +97,32 @@ def test_the_batch_reservation_and_the_one_at_a_time_cooldown_count_alike(settin
         False, True, True]
     assert allow_confirmation_email("h2") is False
     assert allow_confirmation_email("h3", kind="signup") is True  # the kinds count apart
+
+
+def test_a_preferences_link_request_is_one_statement_for_a_known_or_an_unknown_address(
+        django_assert_num_queries, django_capture_on_commit_callbacks):
+    from alerts.subscribers.services import subscriber_request_preferences_link
+    from tests.factories import make_subscriber
+
+    make_subscriber("known@example.com")
+    for email in ("known@example.com", "stranger@example.com"):
+        with django_assert_num_queries(1), django_capture_on_commit_callbacks(execute=False) as nudges:
+            subscriber_request_preferences_link(email=email)
+        assert len(nudges) == 1
+    assert list(OutboxEmail.objects.values_list("address", "kind")) == [("known@example.com", "preferences")]
+
+
+def test_a_preferences_link_goes_out_once_inside_its_cooldown_and_never_to_a_suppressed_address(mailoutbox):
+    from alerts.common.addresses import email_hmac
+    from alerts.models import Suppression
+    from alerts.subscribers.services import subscriber_request_preferences_link
+    from tests.factories import make_subscriber
+
+    make_subscriber("known@example.com")
+    make_subscriber("bounced@example.com")
+    Suppression.objects.create(email_hmac=email_hmac("bounced@example.com"), reason="bounced")
+    for email in ("known@example.com", "known@example.com", "bounced@example.com"):
+        subscriber_request_preferences_link(email=email)
+    assert outbox_drain() == 3
+    assert [m.to for m in mailoutbox] == [["known@example.com"]]
+    assert statuses() == ["failed", "held", "sent"]
