@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-digest chaos lint check-deploy clean
+.PHONY: run test bench bench-digest bench-signup chaos lint check-deploy clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 ## bench: fan-out benchmark (100,000 subscribers through real workers and a fake Mailgun)
 bench: $(STAMP)
 	$(PY) bench/fanout.py $(BENCH_ARGS)
+
+## bench-signup: the signup endpoint under a spike against a bare view, same gunicorn (SIGNUP_ARGS, e.g. --redis-outage 60)
+bench-signup: $(STAMP)
+	$(PY) bench/signup.py $(SIGNUP_ARGS)
 
 ## chaos: one fault per scenario through worker, beat, fake Mailgun, PostgreSQL and Redis (CHAOS_ARGS, e.g. --scenario kill-worker)
 chaos: $(STAMP)

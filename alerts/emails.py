@@ -39,15 +39,27 @@ def confirmation_message(request: ConsentRequest, subscriber: Subscriber) -> Ema
     branding beyond the name, no marketing), naming exactly what the request asked
     for, and nothing the reader typed except their own address."""
     token = confirm_tokens.make_token(request.pk)
+    subject, text, html = confirmation_rendering(request, confirm_url=confirm_url(token))
+    return _transactional(subject, text, html, subscriber.email)
+
+
+def confirm_url(token: str) -> str:
+    """The confirmation link of a token; confirm_url("TOKEN") is the template that
+    batch sends fill in per recipient."""
+    return absolute_url(reverse("alerts:confirm", args=[token]))
+
+
+def confirmation_rendering(request: ConsentRequest, *, confirm_url: str) -> tuple[str, str, str]:
+    """Subject, text and HTML of a request's confirmation with `confirm_url` in place:
+    one rendering for every request that asked for the same purposes."""
     context = {
-        "confirm_url": absolute_url(reverse("alerts:confirm", args=[token])),
+        "confirm_url": confirm_url,
         "publication_name": settings.PUBLICATION_NAME,
         "valid_hours": settings.CONFIRM_TOKEN_MAX_AGE // 3600,
         "alerts": request.alerts,
         "asked": purposes_text(request.purposes),
     }
-    subject, text, html = render_triple("confirmation", context)
-    return _transactional(subject, text, html, subscriber.email)
+    return render_triple("confirmation", context)
 
 
 def purposes_text(purposes: list[str] | tuple[str, ...]) -> str:

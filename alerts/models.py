@@ -92,6 +92,14 @@ class Subscriber(models.Model):
     # time, so this is checked when a link is used and costs nothing when alerts are
     # signed in bulk. Null: no link was ever revoked.
     links_not_before = models.DateTimeField(null=True, blank=True)
+    # --- Where the reader signed up (copied from their first ConsentRequest) ---
+    # The article page that embedded the box (or, failing that, the Referer), and the
+    # campaign tags of its URL: "top articles by signups" and the per-source charts.
+    signup_page = models.URLField(max_length=500, blank=True, db_default="")
+    signup_referrer = models.URLField(max_length=500, blank=True, db_default="")
+    utm_source = models.CharField(max_length=100, blank=True, db_default="")
+    utm_medium = models.CharField(max_length=100, blank=True, db_default="")
+    utm_campaign = models.CharField(max_length=100, blank=True, db_default="")
 
     objects = SubscriberQuerySet.as_manager()
 
@@ -220,6 +228,12 @@ class ConsentRequest(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     processed_at = models.DateTimeField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
+    # --- Where the signup came from, as the request saw it (kept on the Subscriber) ---
+    signup_page = models.URLField(max_length=500, blank=True, db_default="")
+    signup_referrer = models.URLField(max_length=500, blank=True, db_default="")
+    utm_source = models.CharField(max_length=100, blank=True, db_default="")
+    utm_medium = models.CharField(max_length=100, blank=True, db_default="")
+    utm_campaign = models.CharField(max_length=100, blank=True, db_default="")
 
     class Meta:
         indexes = [
@@ -704,3 +718,51 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()}: {self.target_repr}"
+
+
+# --- The transactional outbox (alerts/outbox/) ----------------------------------------
+
+
+class OutboxEmail(models.Model):
+    """One transactional email to send: recorded in the transaction that makes it due,
+    sent by a task (batched per provider call where the provider personalises),
+    retried with backoff, re-queued by the sweeper if its task was lost. So nobody
+    told "check your inbox" goes without the email because Redis or the provider
+    blinked."""
+
+    class Kind(models.TextChoices):
+        CONFIRMATION = "confirmation", "Confirmation of a consent request"
+        PREFERENCES = "preferences", "Preferences link"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting to be sent"
+        SENDING = "sending", "With a worker"
+        SENT = "sent", "Handed to the provider"
+        HELD = "held", "Held back by the per-address cooldown"
+        FAILED = "failed", "Refused or given up"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    subscriber = models.ForeignKey(Subscriber, null=True, blank=True, on_delete=models.CASCADE,
+                                   related_name="+")
+    request = models.ForeignKey(ConsentRequest, null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="outbox_emails")
+    address = models.EmailField(max_length=254)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # A claim: a worker holds the row until then (a dead worker's rows come back).
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    message_id = models.CharField(max_length=200, blank=True)
+    last_error = models.CharField(max_length=400, blank=True)
+
+    class Meta:
+        indexes = [
+            # What the sender claims and the sweeper looks for: open rows by due time.
+            models.Index(fields=["next_attempt_at"], name="outbox_open_due",
+                         condition=Q(status__in=["pending", "sending"])),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} to {self.address} ({self.status})"

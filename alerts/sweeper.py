@@ -19,10 +19,11 @@ from django.db.models import Max, Q
 from .common.queueing import enqueue
 from .digests.schedule import digest_run_finish_if_done
 from .models import Alert, Batch, DigestRun
+from .outbox.services import SEND_TASK, outbox_waiting
 from .publishing.fanout import alert_finish_if_done
 from .publishing.services import alert_publish
 from .sending import ledger
-from .signup.services import PROCESS_TASK, consent_requests_unqueued
+from .signup.services import DRAIN_TASK, consent_requests_waiting
 
 logger = logging.getLogger(__name__)
 
@@ -84,18 +85,31 @@ def _sweep(now: datetime) -> dict[str, int]:
     for batch_id, digest_run_id in stuck:
         enqueue("alerts.send_digest_batch" if digest_run_id else "alerts.send_batch", batch_id=batch_id)
     probes = _probe_waiting_providers(now)
-    # Signups and other consent requests committed while the broker was down.
-    for request_id in consent_requests_unqueued(before=now - requeue_after()):
-        enqueue(PROCESS_TASK, request_id=request_id)
+    # Signups and outbox emails committed while Redis was down (their nudge failed), or
+    # whose drain died: one drain each finds them all. Sooner than batches, because a
+    # reader is waiting for the email, and a spare drain costs one empty query.
+    drains = _queue_drains(now - timedelta(seconds=DRAIN_SWEEP_AFTER_SECONDS))
     sending = Alert.objects.filter(status=Alert.Status.SENDING, fanned_out_at__isnull=False)
     finished = sum(alert_finish_if_done(alert_id=pk) for pk in sending.values_list("pk", flat=True))
     runs = DigestRun.objects.filter(status=DigestRun.Status.SENDING, fanned_out_at__isnull=False)
     finished += sum(digest_run_finish_if_done(run_id=pk) for pk in runs.values_list("pk", flat=True))
-    if published or uncut or stuck or probes or finished:
-        logger.info("Sweep: published %d, re-queued %d fan-outs and %d batches, %d probes, finished %d",
-                    published, len(uncut), len(stuck), probes, finished)
+    if published or uncut or stuck or probes or finished or drains:
+        logger.info("Sweep: published %d, re-queued %d fan-outs and %d batches, %d probes, finished %d, "
+                    "%d drains", published, len(uncut), len(stuck), probes, finished, drains)
     return {"published": published, "fan_outs": len(uncut), "batches": len(stuck), "probes": probes,
-            "finished": finished}
+            "finished": finished, "drains": drains}
+
+
+DRAIN_SWEEP_AFTER_SECONDS = 2
+
+
+def _queue_drains(before: datetime) -> int:
+    queued = 0
+    if consent_requests_waiting(before=before):
+        queued += enqueue(DRAIN_TASK)
+    if outbox_waiting(before=before):
+        queued += enqueue(SEND_TASK)
+    return queued
 
 
 def _stuck_batches(now: datetime) -> list[tuple[int, int | None]]:

@@ -15,10 +15,12 @@ from .common.queueing import enqueue
 from .digests import schedule as digest_schedule
 from .digests import send as digest_send
 from .observability import deliverability
+from .outbox.services import outbox_drain
 from .publishing import fanout
 from .rights import retention
 from .rights.links import data_link_send
 from .sending.batches import RetryLater
+from .signup.drain import consent_requests_drain
 from .signup.services import confirmation_send, consent_request_process, request_confirmation_send
 from .subscribers.services import preferences_link_send
 
@@ -146,3 +148,17 @@ def check_deliverability() -> None:
     """Recompute the last 24 hours' complaint and bounce rates, logging a WARNING while
     complaints are above DELIVERABILITY_COMPLAINT_WARN. Read-only: safe to run any time."""
     deliverability.rolling_rates(fresh=True)
+@shared_task(name="alerts.drain_consent_requests", acks_late=True)
+def drain_consent_requests() -> None:
+    """Process every unprocessed signup and consent request, in batches, recording
+    their confirmation emails in the outbox. Safe to run twice or side by side: each
+    batch is locked (SKIP LOCKED) and marked processed as it is applied."""
+    consent_requests_drain()
+
+
+@shared_task(name="alerts.send_outbox", acks_late=True)
+def send_outbox() -> None:
+    """Send the outbox's due emails, batched per provider call. Safe to run twice or
+    side by side: rows are claimed under a lease; one that dies halfway leaves its
+    rows to be taken back when the lease runs out (the sweeper re-queues this task)."""
+    outbox_drain()

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 
 from celery import Celery
 from celery.schedules import crontab
 from celery.signals import task_prerun, worker_init, worker_process_init
+from celery.worker.consumer import Consumer
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -48,6 +50,8 @@ app.conf.task_routes = {
     "alerts.process_consent_request": {"queue": "transactional"},
     "alerts.send_request_confirmation": {"queue": "transactional"},
     "alerts.send_data_link": {"queue": "transactional"},
+    "alerts.drain_consent_requests": {"queue": "transactional"},
+    "alerts.send_outbox": {"queue": "transactional"},
     "alerts.send_digest_batch": {"queue": "digests"},
     "alerts.send_digests": {"queue": "digests"},
     "alerts.purge_unconfirmed": {"queue": "digests"},
@@ -76,6 +80,26 @@ app.conf.beat_schedule = {
 }
 
 app.autodiscover_tasks()
+
+# Seconds between a worker's attempts to reach a lost broker. Celery's consumer waits
+# 2, 4, 6, ... up to 30 s between attempts, so after a minute without Redis a worker
+# could sit out another 16-30 s after Redis returns, while readers wait for their
+# confirmation emails; one attempt a second costs nothing.
+BROKER_RECONNECT_EVERY = 1.0
+
+
+class QuickReconnectConsumer(Consumer):
+    """Celery's consumer, retrying a lost broker every BROKER_RECONNECT_EVERY seconds
+    (and, with broker_connection_max_retries=None in settings, for ever: a worker
+    that gives up during a long outage would need a human to start it again)."""
+
+    def ensure_connected(self, conn):
+        conn.ensure_connection = partial(conn.ensure_connection, interval_start=BROKER_RECONNECT_EVERY,
+                                         interval_step=0, interval_max=BROKER_RECONNECT_EVERY)
+        return super().ensure_connected(conn)
+
+
+app.conf.worker_consumer = "config.celery:QuickReconnectConsumer"
 
 
 @task_prerun.connect

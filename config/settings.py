@@ -103,9 +103,18 @@ _redis_base = REDIS_URL.rsplit("/", 1)[0] if REDIS_URL.count("/") > 2 else REDIS
 CACHE_REDIS_URL: str = env.str("CACHE_REDIS_URL", default=f"{_redis_base}/1")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Django's, keeping its redis-py clients (alerts/common/redis_cache.py).
+        "BACKEND": "alerts.common.redis_cache.RedisCache",
         "LOCATION": CACHE_REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="stoppress"),
+        # Seconds. redis-py waits forever by default: with a Redis that hangs rather
+        # than refuses, every signup would hang with it. A local Redis answers in well
+        # under a millisecond; past these, the rate limits fall back to process
+        # memory and the drain is left to the sweeper (see alerts/common/).
+        "OPTIONS": {
+            "socket_connect_timeout": env.float("CACHE_CONNECT_TIMEOUT", default=0.5),
+            "socket_timeout": env.float("CACHE_TIMEOUT", default=0.5),
+        },
     }
 }
 
@@ -386,6 +395,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker keeps trying to reach a lost broker for as long as it takes (every second,
+# config/celery.py): the default gives up after 100 attempts and exits.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # Hard limit for any task; the visibility timeout is more than twice it, so Redis only
 # redelivers a task whose worker is really gone (see config/celery.py).
 CELERY_TASK_TIME_LIMIT: int = env.int("CELERY_TASK_TIME_LIMIT", default=300)

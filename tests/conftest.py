@@ -12,6 +12,7 @@ import redis
 from django.conf import settings
 from django.core.cache import cache
 
+from alerts.common.cache import clear_all
 from alerts.models import Alert, Topic
 from tests.fakes.mailgun import FakeMailgun
 from tests.helpers import Worker, require_service, worker_env
@@ -19,8 +20,10 @@ from tests.helpers import Worker, require_service, worker_env
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    """Rate-limit and cooldown counters must not leak between tests."""
+    """Rate-limit and cooldown counters must not leak between tests, nor ids cached in
+    process memory of rows that a test's rollback removed (wording texts)."""
     cache.clear()
+    clear_all()
     yield
 
 

@@ -175,7 +175,11 @@ def form_data(**overrides) -> dict:
 
 
 def request_link(client, email: str = "alice@example.com", **extra):
-    return client.post(REQUEST, {"email": email, **extra}, REMOTE_ADDR="203.0.113.5")
+    """Ask for a preferences link; the outbox sends it once the request commits."""
+    from django.test import TestCase
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return client.post(REQUEST, {"email": email, **extra}, REMOTE_ADDR="203.0.113.5")
 
 
 # --- Sending an alert (tests/sending/, tests/publishing/, tests/test_models.py) -------

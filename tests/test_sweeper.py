@@ -51,7 +51,7 @@ def test_the_sweeper_leaves_a_batch_alone_while_it_waits_out_its_backoff(alert, 
     with pytest.raises(RetryLater):
         fanout.batch_send(batch_id=batch.pk)
     assert sweeper.sweep(now=timezone.now()) == {"published": 0, "fan_outs": 0, "batches": 0, "probes": 0,
-                                                 "finished": 0}
+                                                 "finished": 0, "drains": 0}
     later = timezone.now() + timedelta(seconds=max(settings.SWEEP_REQUEUE_AFTER_SECONDS,
                                                    settings.PROVIDER_PROBE_SECONDS) + 1)
     result = sweeper.sweep(now=later)  # still inside the provider's two minutes
@@ -94,12 +94,12 @@ def test_a_signup_committed_while_the_broker_was_down_is_processed_by_the_sweepe
 
     from alerts.common.consent import RequestMeta
     from alerts.models import ConsentRequest, Subscriber
-    from alerts.signup.services import PROCESS_TASK, signup_request
+    from alerts.signup.services import DRAIN_TASK, signup_request
 
     def broker_down(**kwargs):
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(current_app.tasks[PROCESS_TASK], "delay", broker_down)
+    monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "delay", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         signup_request(email="reader@example.com", marketing=False, source="web", meta=RequestMeta())
     monkeypatch.undo()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import hmac
+from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -57,8 +58,16 @@ def suggest_domain(email: str) -> str | None:
     local, _, domain = email.rpartition("@")
     if not local or domain in COMMON_DOMAINS:
         return None
+    match = _near_miss(domain)
+    return f"{local}@{match}" if match else None
+
+
+@lru_cache(maxsize=4096)
+def _near_miss(domain: str) -> str | None:
+    # Readers' domains repeat (a spike is mostly a few dozen of them): difflib's 22
+    # comparisons are worth doing once per domain, not once per signup.
     matches = difflib.get_close_matches(domain, COMMON_DOMAINS, n=1, cutoff=0.8)
-    return f"{local}@{matches[0]}" if matches else None
+    return matches[0] if matches else None
 
 
 def email_hmac(email: str) -> str:

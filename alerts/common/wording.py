@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from ..models import Wording
+from .cache import ProcessCache
 
 SIGNUP_HEADING = "Sign up to our free breaking news emails"
 
@@ -42,6 +43,27 @@ def preferences_text() -> str:
 
 def current(kind: str) -> Wording:
     """The Wording row for the text now in force, created on first use."""
+    text, version = _text_of(kind)
+    digest = Wording.digest_for(kind, version, text)
+    wording, _ = Wording.objects.get_or_create(
+        digest=digest, defaults={"kind": kind, "version": version, "text": text}
+    )
+    return wording
+
+
+# Wording rows are immutable and never deleted (consent events PROTECT them), so the id
+# of a text, keyed by its digest, never goes stale: a signup resolves its texts without
+# a query once its process has seen them.
+_ids: ProcessCache[int] = ProcessCache("wording ids", size=64)
+
+
+def current_id(kind: str) -> int:
+    """The id of current(kind), from the per-process cache after the first call."""
+    text, version = _text_of(kind)
+    return _ids.get(Wording.digest_for(kind, version, text), lambda: current(kind).pk)
+
+
+def _text_of(kind: str) -> tuple[str, str]:
     if kind == Wording.Kind.ALERTS:
         text, version = alerts_text(), ""
     elif kind == Wording.Kind.MARKETING:
@@ -52,8 +74,4 @@ def current(kind: str) -> Wording:
         text, version = settings.PRIVACY_NOTICE_TEXT, settings.PRIVACY_NOTICE_VERSION
     else:
         raise ValueError(f"no current wording for {kind!r}")
-    digest = Wording.digest_for(kind, version, text)
-    wording, _ = Wording.objects.get_or_create(
-        digest=digest, defaults={"kind": kind, "version": version, "text": text}
-    )
-    return wording
+    return text, version

@@ -76,7 +76,7 @@ class DatabaseCollector:
         return family
 
     def _outbox_backlog(self):
-        # Hook: the transactional outbox (OutboxEmail), where it exists.
+        # The transactional outbox (alerts/outbox/): emails a reader is waiting for.
         backlog = outbox_backlog()
         if backlog is not None:
             family = GaugeMetricFamily("stoppress_outbox_backlog", "Emails in the outbox not yet sent.")
@@ -140,15 +140,11 @@ def queue_depths() -> dict[str, int]:
 
 
 def outbox_backlog() -> int | None:
-    """Hook for the transactional outbox: its unsent rows, or None while this
-    deployment has no outbox table (the gauge is then left out)."""
-    outbox = getattr(models, "OutboxEmail", None)
-    if outbox is None:
-        return None
-    fields = {f.name for f in outbox._meta.get_fields()}
-    # HOOK (outbox): "unsent" as the outbox defines it; revisit when it is merged.
-    unsent = outbox.objects.filter(sent_at__isnull=True) if "sent_at" in fields else outbox.objects.all()
+    """The outbox's emails still to send (waiting or with a sender); held and failed
+    rows are settled, not backlog. None if the table is not there yet (code deployed
+    before its migration ran): the gauge is then left out."""
     try:
-        return unsent.count()
-    except DatabaseError:  # migrated code, unmigrated database
+        return models.OutboxEmail.objects.filter(
+            status__in=[models.OutboxEmail.Status.PENDING, models.OutboxEmail.Status.SENDING]).count()
+    except DatabaseError:
         return None

@@ -25,6 +25,7 @@ from ..emails import purposes_text
 from ..models import ConsentEvent
 from . import services
 from .forms import SignupForm
+from .origin import UTM, clean_url, signup_origin
 from .services import ConfirmOutcome
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ def handle_signup(request: HttpRequest, data, source: str) -> SignupForm:
             source=source,
             meta=request_meta(request),
             timezone_name=form.cleaned_data["tz"],
+            origin=signup_origin(request, data),
+            drain_nudge=getattr(request, "drain_nudge", None),
         )
     # Observability: signups accepted and refused (alerts/common/metrics.py). A bot
     # counts as refused here, though it is shown the same thanks.
@@ -60,7 +63,7 @@ def _thanks_context(form: SignupForm) -> dict:
 
 @never_cache
 @require_http_methods(["GET", "POST"])
-@per_client_limit(SIGNUP)
+@per_client_limit(SIGNUP, nudge=services.DRAIN_TASK)
 def signup(request: HttpRequest) -> HttpResponse:
     return _signup_page(request, "alerts/signup.html", ConsentEvent.Source.WEB)
 
@@ -69,7 +72,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 @csrf_exempt  # the iframe's own origin check stands in for the cookie (see below)
 @xframe_options_exempt
 @require_http_methods(["GET", "POST"])
-@per_client_limit(SIGNUP)
+@per_client_limit(SIGNUP, nudge=services.DRAIN_TASK)
 def embed(request: HttpRequest) -> HttpResponse:
     # Inside a third-party page our CSRF cookie is not sent (SameSite), so the embed
     # form is protected by checking the browser's Origin header is our own site.
@@ -95,7 +98,9 @@ def _same_origin(request: HttpRequest) -> bool:
 
 def _signup_page(request: HttpRequest, template: str, source: str) -> HttpResponse:
     if request.method == "GET":
-        return render(request, template, {"form": SignupForm()})
+        # The embedding article, passed on by embed.js; posted back with the form.
+        return render(request, template, {"form": SignupForm(),
+                                          "signup_page": clean_url(request.GET.get("page", ""))})
     form = handle_signup(request, request.POST, source)
     if not form.is_valid():
         return render(request, template, {"form": form}, status=400)
@@ -104,7 +109,7 @@ def _signup_page(request: HttpRequest, template: str, source: str) -> HttpRespon
 
 @csrf_exempt
 @require_POST
-@per_client_limit(SIGNUP)
+@per_client_limit(SIGNUP, nudge=services.DRAIN_TASK)
 def api_subscribe(request: HttpRequest) -> JsonResponse:
     """JSON signup for embedded forms: {"email", "marketing", "tz"}.
 
@@ -124,6 +129,7 @@ def api_subscribe(request: HttpRequest) -> JsonResponse:
         "marketing": "on" if payload.get("marketing") is True else "",
         "website": payload.get("website") if isinstance(payload.get("website"), str) else "",
         "tz": payload.get("tz") if isinstance(payload.get("tz"), str) else "",
+        **{name: payload.get(name) for name in ("page", *UTM)},
     }
     form = handle_signup(request, data, ConsentEvent.Source.API)
     if not form.is_valid():

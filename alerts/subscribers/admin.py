@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
 
 from ..common.addresses import email_hmac
 from ..common.audit import record_audit
 from ..common.suppression import suppression_lift
 from ..models import AuditEvent, ConsentEvent, Subscriber, Suppression, Wording
+from .attribution import top_campaigns, top_signup_pages
 from .services import subscriber_revoke_links
 
 
@@ -45,7 +49,8 @@ class SubscriberAdmin(admin.ModelAdmin):
     search_help_text = "Enter a whole email address."
     date_hierarchy = "created_at"
     readonly_fields = ["email", "email_hmac", "status", "marketing_consent", "source",
-                       "created_at", "confirmed_at", "unsubscribed_at", "last_digest_at"]
+                       "created_at", "confirmed_at", "unsubscribed_at", "last_digest_at",
+                       "signup_page", "signup_referrer", "utm_source", "utm_medium", "utm_campaign"]
     fields = readonly_fields[:2] + ["frequency", "topics", "time_zone"] + readonly_fields[2:]
     filter_horizontal = ["topics"]
     inlines = [ConsentEventInline]
@@ -54,6 +59,24 @@ class SubscriberAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Subscribers arrive through a consent flow (form, import), never by hand.
         return False
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.top_articles_view)
+        return [path("top-articles/", view, name="alerts_subscriber_top_articles")] + super().get_urls()
+
+    PERIODS = {"7": 7, "30": 30, "365": 365, "all": None}
+
+    def top_articles_view(self, request: HttpRequest) -> HttpResponse:
+        """"Top articles by signups": the pages readers signed up on, with campaigns."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        period = request.GET.get("days", "30")
+        days = self.PERIODS.get(period, 30)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "title": "Top articles by signups", "pages": top_signup_pages(days=days),
+                   "campaigns": top_campaigns(days=days), "period": period if period in self.PERIODS else "30",
+                   "periods": [("7", "7 days"), ("30", "30 days"), ("365", "a year"), ("all", "ever")]}
+        return TemplateResponse(request, "admin/alerts/subscriber/top_articles.html", context)
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         # Deleting the row would bypass erasure: no erased-address suppression (so an

@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from ..common.addresses import email_hmac
 from ..common.consent import Action, Purpose, RequestMeta, Source, record_consent
-from ..common.queueing import enqueue
 from ..common.ratelimits import allow_preferences_email
 from ..emails import preferences_message
 from ..models import Delivery, Subscriber, Suppression, Topic, Wording
+from ..outbox.services import outbox_preferences_link
 from ..signup.services import consent_request_for
 
 logger = logging.getLogger(__name__)
@@ -227,13 +227,14 @@ def subscriber_revoke_links(*, subscriber_ids: list[int]) -> int:
 
 
 def subscriber_request_preferences_link(*, email: str) -> None:
-    """Queue "here is your preferences link" for an address, known or not.
+    """Record "here is your preferences link" for an address, known or not, in the
+    outbox (one INSERT ... SELECT), so that it is sent even if Redis is down now.
 
-    The same work happens for every address (one enqueue, keyed by the address's
-    HMAC), so neither the response nor its timing says whether we know it. The task
-    decides, behind a per-address cooldown, whether anything is sent.
+    The same work happens for every address (one statement, one nudge), so neither
+    the response nor its timing says whether we know it. The outbox decides, behind a
+    per-address cooldown, whether anything is sent.
     """
-    enqueue("alerts.send_preferences_link", email_hmac=email_hmac(email))
+    outbox_preferences_link(email_hmac=email_hmac(email))
 
 
 def preferences_link_send(*, email_hmac: str) -> bool:

@@ -11,7 +11,9 @@
   document.querySelectorAll("[data-stoppress-signup]").forEach(function (slot) {
     if (slot.querySelector("iframe")) return;
     var frame = document.createElement("iframe");
-    frame.src = origin + "/embed/";
+    // The article the box sits in, so that signups are counted by article ("top
+    // articles by signups"), with any utm_* tags of its address.
+    frame.src = origin + "/embed/?page=" + encodeURIComponent(location.href.split("#")[0]);
     frame.title = "Sign up to our free breaking news emails";
     frame.style.cssText = "width:100%;border:0;min-height:320px;display:block";
     frame.loading = "lazy";

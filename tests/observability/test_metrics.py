@@ -97,3 +97,13 @@ def test_signups_are_counted_accepted_and_refused(client, eager_celery):
         grown = value(scraped, "stoppress_signups_total", source="web", outcome=outcome) - value(
             before, "stoppress_signups_total", source="web", outcome=outcome)
         assert grown == 1, outcome
+
+
+def test_the_outbox_backlog_counts_the_emails_readers_still_wait_for(client):
+    from alerts.models import OutboxEmail
+
+    for status in (OutboxEmail.Status.PENDING, OutboxEmail.Status.PENDING, OutboxEmail.Status.SENDING,
+                   OutboxEmail.Status.SENT, OutboxEmail.Status.HELD, OutboxEmail.Status.FAILED):
+        OutboxEmail.objects.create(kind=OutboxEmail.Kind.CONFIRMATION, address="r@example.com", status=status)
+    # Sent, held and failed emails are settled: only the three still to go are backlog.
+    assert value(samples(client), "stoppress_outbox_backlog") == 3

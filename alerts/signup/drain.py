@@ -1,0 +1,171 @@
+"""The worker's half of a signup, in bulk: a drain takes up to DRAIN_BATCH unprocessed
+consent requests at a time (FOR UPDATE SKIP LOCKED, so drains side by side split the
+work), runs the state machine of each and records the confirmation emails due in the
+outbox, in one transaction of about ten statements for the whole batch.
+
+The state machine of a signup (a request without a subscriber yet):
+
+- the address is suppressed (bounced, complained): nothing, ever, from a form anyone
+  can fill in;
+- otherwise the subscriber is found or created (INSERT ... ON CONFLICT DO NOTHING on
+  the unique lower(email), then locked), and the request names them;
+- confirmed: nothing more (the answer was the same; no email says they are known);
+- unsubscribed: back to pending, a fresh double opt-in;
+- a "requested" consent event for each purpose asked, with the texts shown;
+- double opt-in (or an erased address coming back): a confirmation email; single
+  opt-in: granted at once.
+
+A request for a known reader (made by the preference centre or an undo, which did the
+state change itself) only needs its email, unless the address is suppressed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from ..common.consent import Action, Purpose
+from ..common.queueing import nudge, nudged
+from ..models import ConsentEvent, ConsentRequest, Subscriber, Suppression
+from ..outbox.services import outbox_confirmations, outbox_send_now
+from . import services, sql
+
+logger = logging.getLogger(__name__)
+
+# Requests per transaction: big enough that a spike of hundreds a second costs a few
+# transactions a second, small enough that one holds its row locks for well under a
+# second and a killed worker loses (rolls back) little.
+DRAIN_BATCH = 500
+# A drain that keeps finding full batches hands over to a fresh message after this
+# long, so that one task never holds a worker process for minutes.
+DRAIN_BUDGET_SECONDS = 20.0
+# A signup sets the nudge key in the round trip that counts its rate limit, just
+# before its INSERT commits; a drain that started in between has not seen that row.
+# So a drain that found work looks once more after this pause (far longer than one
+# INSERT), and the sweeper is the last resort.
+STRAGGLER_PAUSE = 0.2
+
+
+def consent_requests_drain() -> int:
+    """Process every unprocessed request, batch by batch, until none is left or the
+    time budget is spent (then queue the next drain). Returns how many were processed.
+
+    Safe to run twice, or side by side: each batch is locked with SKIP LOCKED and
+    marked processed in the transaction that applies it; a drain that dies rolls its
+    batch back for the next one."""
+    nudged(services.DRAIN_TASK)  # before reading: a request from now on nudges again
+    started, total = time.monotonic(), 0
+    while True:
+        done = _drain_batch()
+        total += done
+        if done < DRAIN_BATCH:
+            break
+        if time.monotonic() - started > DRAIN_BUDGET_SECONDS:
+            nudge(services.DRAIN_TASK)
+            return total
+    if total:
+        time.sleep(STRAGGLER_PAUSE)
+        total += _drain_batch()
+    return total
+
+
+def _drain_batch() -> int:
+    with transaction.atomic():
+        requests = list(ConsentRequest.objects.select_for_update(skip_locked=True)
+                        .filter(processed_at__isnull=True).order_by("created_at")[:DRAIN_BATCH])
+        if requests:
+            outbox_confirmations(_apply(requests))
+    return len(requests)
+
+
+def consent_requests_apply(*, request_ids: list[int]) -> int:
+    """Apply these requests now, if still unprocessed, and send their emails at once
+    (not through the outbox task): for one request processed by its own message.
+    Returns how many confirmation emails were recorded."""
+    with transaction.atomic():
+        requests = list(ConsentRequest.objects.select_for_update()
+                        .filter(pk__in=request_ids, processed_at__isnull=True).order_by("created_at"))
+        rows = outbox_confirmations(_apply(requests), nudge_sender=False) if requests else []
+    outbox_send_now(row_ids=[row.pk for row in rows])
+    return len(rows)
+
+
+def _apply(requests: list[ConsentRequest]) -> list[ConsentRequest]:
+    """Run the state machine of each request, in bulk; mark them processed. Returns the
+    requests whose confirmation email is due (with `subscriber` set)."""
+    now = timezone.now()
+    blocked = _suppressions({request.email_hmac for request in requests})
+    readers = _lock_or_create([r for r in requests if r.subscriber_id is None and _may_sign_up(r, blocked)])
+    due, events, changed = [], [], {}
+    for request in requests:
+        request.processed_at = now
+        if request.subscriber_id is not None:
+            if blocked.get(request.email_hmac, Suppression.Reason.ERASED) == Suppression.Reason.ERASED:
+                due.append(request)
+            continue
+        if not _may_sign_up(request, blocked):
+            logger.info("Signup request %s for a suppressed address ignored", request.pk)
+            continue
+        reader = request.subscriber = readers[request.email.lower()]
+        if reader.status == Subscriber.Status.CONFIRMED:
+            continue
+        if reader.status == Subscriber.Status.UNSUBSCRIBED:
+            reader.status, reader.created_at = Subscriber.Status.PENDING, now
+            changed[reader.pk] = reader
+        events += _requested(request, reader)
+        if settings.DOUBLE_OPT_IN or request.email_hmac in blocked:
+            due.append(request)
+        else:
+            changed.pop(reader.pk, None)  # _grant saves the reader whole
+            reader.save(update_fields=["status", "created_at"])
+            services._grant(request, reader, source=request.source, meta=services._meta_of(request))
+    Subscriber.objects.bulk_update(list(changed.values()), ["status", "created_at"])
+    ConsentEvent.objects.bulk_create(events)
+    sql.mark_processed(requests, at=now)
+    return due
+
+
+def _suppressions(hmacs: set[str]) -> dict[str, str]:
+    """Active suppressions of these addresses: hash -> reason."""
+    return dict(Suppression.objects.active().filter(email_hmac__in=hmacs).values_list("email_hmac", "reason"))
+
+
+def _may_sign_up(request: ConsentRequest, blocked: dict[str, str]) -> bool:
+    # Bounced or complained: never mail it again from a form anyone can fill in. An
+    # erased address may come back (and is confirmed by email).
+    return blocked.get(request.email_hmac, Suppression.Reason.ERASED) == Suppression.Reason.ERASED
+
+
+def _lock_or_create(requests: list[ConsentRequest]) -> dict[str, Subscriber]:
+    """The subscriber of each request's address (lower-cased), created if new, locked.
+    INSERT ... ON CONFLICT DO NOTHING, then lock in id order (no deadlock between two
+    drains): concurrent signups of one address meet at the unique index and end up
+    holding the same row."""
+    if not requests:
+        return {}
+    first = {}
+    for request in requests:
+        first.setdefault(request.email.lower(), request)
+    Subscriber.objects.bulk_create([
+        Subscriber(email=r.email, email_hmac=r.email_hmac, source=r.source, time_zone=r.time_zone,
+                   signup_page=r.signup_page, signup_referrer=r.signup_referrer, utm_source=r.utm_source,
+                   utm_medium=r.utm_medium, utm_campaign=r.utm_campaign)
+        for r in first.values()], ignore_conflicts=True)
+    readers = (Subscriber.objects.select_for_update().alias(email_lower=Lower("email"))
+               .filter(email_lower__in=list(first)).order_by("pk"))
+    return {reader.email.lower(): reader for reader in readers}
+
+
+def _requested(request: ConsentRequest, reader: Subscriber) -> list[ConsentEvent]:
+    """The "requested" consent events of a request, pointing at the texts the reader
+    was shown when they asked (already reduced as CONSENT_NETWORK_DATA says)."""
+    shown = {Purpose.ALERTS: request.wording_id, Purpose.MARKETING: request.marketing_wording_id}
+    return [ConsentEvent(subscriber=reader, purpose=purpose, action=Action.REQUESTED, source=request.source,
+                         wording_id=shown[purpose], privacy_notice_id=request.privacy_notice_id,
+                         ip_address=request.ip_address, user_agent=request.user_agent)
+            for purpose in request.purposes]

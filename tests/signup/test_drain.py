@@ -1,0 +1,89 @@
+"""The drain: unprocessed signups taken in batches, the state machine applied in bulk,
+their confirmation emails recorded in the outbox; and the nudge that queues it."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from alerts.common.consent import RequestMeta
+from alerts.common.queueing import nudge, nudge_key
+from alerts.common.redis_cache import raw_client
+from alerts.models import ConsentEvent, ConsentRequest, OutboxEmail, Subscriber
+from alerts.signup import drain
+from alerts.signup.services import DRAIN_TASK, signup_request
+from tests.factories import make_subscriber
+
+pytestmark = pytest.mark.django_db
+
+
+def sign_up(email: str, **extra) -> int:
+    return signup_request(email=email, marketing=False, source="api", meta=RequestMeta(ip="203.0.113.7"), **extra)
+
+
+def drain_queries(count: int, prefix: str) -> int:
+    for index in range(count):
+        sign_up(f"{prefix}{index}@example.com")
+    with CaptureQueriesContext(connection) as queries:
+        assert drain.consent_requests_drain() == count
+    return len(queries)
+
+
+def test_one_drain_processes_every_waiting_request_and_records_their_emails():
+    make_subscriber("confirmed@example.com")
+    make_subscriber("pending@example.com", status=Subscriber.Status.PENDING)
+    for email in ("new@example.com", "confirmed@example.com", "pending@example.com", "New@example.com"):
+        sign_up(email)
+    assert drain.consent_requests_drain() == 4
+    assert not ConsentRequest.objects.filter(processed_at__isnull=True).exists()
+    assert Subscriber.objects.count() == 3  # the two spellings of new@ are one reader
+    assert sorted(OutboxEmail.objects.values_list("address", flat=True)) == [
+        "New@example.com", "new@example.com", "pending@example.com"]
+    assert ConsentEvent.objects.filter(action="requested").count() == 3
+
+
+def test_the_drain_costs_the_same_queries_for_ten_requests_as_for_fifty():
+    assert drain_queries(10, "a") == drain_queries(50, "b")
+
+
+def test_a_drain_over_a_full_batch_takes_the_next_one_in_the_same_task(monkeypatch):
+    monkeypatch.setattr(drain, "DRAIN_BATCH", 3)
+    for index in range(7):
+        sign_up(f"reader{index}@example.com")
+    assert drain.consent_requests_drain() == 7
+    assert OutboxEmail.objects.count() == 7
+
+
+def test_where_the_signup_came_from_is_kept_with_the_reader():
+    from alerts.signup.origin import SignupOrigin
+
+    sign_up("reader@example.com", origin=SignupOrigin(
+        page="https://news.example.com/storm", referrer="https://www.google.com/", utm_source="newsletter",
+        utm_medium="email", utm_campaign="storm"))
+    drain.consent_requests_drain()
+    reader = Subscriber.objects.get()
+    assert (reader.signup_page, reader.signup_referrer, reader.utm_source, reader.utm_medium,
+            reader.utm_campaign) == ("https://news.example.com/storm", "https://www.google.com/", "newsletter",
+                                     "email", "storm")
+
+
+def test_a_nudge_queues_one_drain_until_that_drain_starts(monkeypatch):
+    from celery import current_app
+
+    queued = []
+    monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "delay", lambda **kw: queued.append(kw))
+    raw_client().delete(nudge_key(DRAIN_TASK))
+    assert [nudge(DRAIN_TASK) for _ in range(5)] == [True, False, False, False, False]
+    drain.consent_requests_drain()  # it starts: the next request must nudge again
+    assert nudge(DRAIN_TASK) is True
+    assert len(queued) == 2
+
+
+def test_a_drain_looks_once_more_for_a_signup_that_committed_just_after_its_read(monkeypatch):
+    # The signup's nudge key is set before its INSERT commits, so a drain may read
+    # just before the row exists: its second look, after a short pause, finds it.
+    sign_up("first@example.com")
+    monkeypatch.setattr(drain.time, "sleep", lambda seconds: sign_up("late@example.com"))
+    assert drain.consent_requests_drain() == 2
+    assert not ConsentRequest.objects.filter(processed_at__isnull=True).exists()
