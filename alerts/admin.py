@@ -4,6 +4,7 @@ actions on the subscriber list, where staff answer a reader's request."""
 
 from __future__ import annotations
 
+from .api import admin as api_admin  # noqa: F401  (registers ApiTokenAdmin)
 from .digests import admin as digests_admin  # noqa: F401  (registers DigestRunAdmin)
 from .publishing import admin as publishing_admin  # noqa: F401  (registers AlertAdmin, TopicAdmin)
 from .rights.admin import erase_subscribers, export_subscriber_data

@@ -602,3 +602,70 @@ class TrackingEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
+
+
+# --- The publishing API: integration tokens and idempotent writes --------------------
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def active(self) -> ApiTokenQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiToken(models.Model):
+    """One newsroom integration's key to the publishing API (the CMS, a script).
+
+    The token is `sp_<prefix>_<secret>`: the prefix, public, finds the row; only a
+    SHA-256 of the whole token is kept, so the token itself is shown once, when an
+    admin creates it, and a copy of this table opens nothing. The secret has 256 bits
+    of entropy, so a fast hash is enough (there is no dictionary to try)."""
+
+    class Scope(models.TextChoices):
+        DRAFT = "draft", "Write drafts"
+        PUBLISH = "draft+publish", "Write drafts, and publish, schedule and stop alerts"
+
+    name = models.CharField(max_length=100, help_text="Which integration uses it, e.g. “CMS”.")
+    scope = models.CharField(max_length=20, choices=Scope.choices, default=Scope.DRAFT)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+", editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} (sp_{self.prefix}_…)"
+
+    @property
+    def can_publish(self) -> bool:
+        return self.scope == self.Scope.PUBLISH
+
+
+class IdempotentRequest(models.Model):
+    """The first answer to a write sent with an `Idempotency-Key`, replayed to every
+    retry of the same request by the same token until `expires_at`. The unique
+    (token, key) makes a concurrent retry wait for the first request's transaction and
+    then replay its answer, so the write happens once."""
+
+    token = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # SHA-256 of the method, path and body: the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(default=0)
+    response = models.TextField(blank=True)
+    location = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["token", "key"], name="idempotency_key_per_token")]
+
+    def __str__(self) -> str:
+        return f"{self.key} → {self.status_code}"

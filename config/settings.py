@@ -45,11 +45,14 @@ INSTALLED_APPS = [
     "corsheaders",
     "csp",
     "anymail",
+    "ninja",  # the publishing API's docs page, with its Swagger UI served from our own static files
     "alerts",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Every error under /api/v1/ is application/problem+json, even Django's own 404 and 500.
+    "alerts.api.problems.ProblemMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -381,3 +384,13 @@ UNSUBSCRIBE_UNDO_HOURS: int = env.int("UNSUBSCRIBE_UNDO_HOURS", default=48)
 # Per-address limits on "email me my preferences link" (list-bombing defence).
 PREFERENCES_LINK_COOLDOWN_SECONDS: int = env.int("PREFERENCES_LINK_COOLDOWN_SECONDS", default=600)
 PREFERENCES_LINK_DAILY_LIMIT: int = env.int("PREFERENCES_LINK_DAILY_LIMIT", default=3)
+
+# --- The publishing API (/api/v1/) ---------------------------------------------------
+# Requests per API token. A CMS that polls an alert's progress every second makes 60 a
+# minute; 300 leaves room for several alerts at once and stops a runaway script.
+API_RATE_PER_TOKEN: str = env.str("API_RATE_PER_TOKEN", default="300/m")
+# How long an Idempotency-Key's first answer is replayed: a day, as the payment APIs
+# that made the header common keep theirs, longer than any client's retry loop.
+API_IDEMPOTENCY_HOURS: int = env.int("API_IDEMPOTENCY_HOURS", default=24)
+# The largest request body the API reads. An alert with every field full is about 25 KB.
+API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
