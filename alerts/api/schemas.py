@@ -12,7 +12,7 @@ from django.core.validators import URLValidator
 from django.urls import reverse
 from django.utils import timezone
 from ninja import Field, Schema
-from pydantic import AfterValidator, AwareDatetime, model_validator
+from pydantic import AfterValidator, AwareDatetime, ValidationInfo, field_validator
 
 from ..models import Alert, Topic
 from ..publishing.progress import Progress
@@ -78,17 +78,25 @@ class AlertIn(Schema):
         "draft", description="draft: only save it; scheduled: publish at `scheduled_for`; published: "
                              "start sending now. Scheduling and publishing need a draft+publish token.")
     scheduled_for: Embargo | None = Field(
-        None, description="With status scheduled: when to publish, ISO 8601 with a UTC offset.")
+        None, validate_default=True,
+        description="With status scheduled: when to publish, ISO 8601 with a UTC offset.")
 
-    @model_validator(mode="after")
-    def _schedule_goes_with_scheduled(self) -> AlertIn:
-        if self.status == "scheduled" and self.scheduled_for is None:
-            raise ValueError("scheduled_for is required when status is scheduled")
-        if self.status != "scheduled" and self.scheduled_for is not None:
-            raise ValueError("scheduled_for is only for status scheduled")
-        if not self.headline:
-            raise ValueError("headline must not be blank")
-        return self
+    @field_validator("headline")
+    @classmethod
+    def _not_blank(cls, headline: str) -> str:
+        if not headline:
+            raise ValueError("must not be blank")
+        return headline
+
+    @field_validator("scheduled_for")
+    @classmethod
+    def _goes_with_scheduled(cls, when: datetime | None, info: ValidationInfo) -> datetime | None:
+        status = info.data.get("status")
+        if status == "scheduled" and when is None:
+            raise ValueError("is required when status is scheduled")
+        if status != "scheduled" and when is not None:
+            raise ValueError("is only for status scheduled")
+        return when
 
 
 class ScheduleIn(Schema):
