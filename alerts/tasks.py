@@ -11,6 +11,7 @@ from celery import shared_task
 from django.db import DatabaseError, close_old_connections
 
 from . import sweeper
+from .api import idempotency
 from .common.queueing import enqueue
 from .digests import schedule as digest_schedule
 from .digests import send as digest_send
@@ -113,6 +114,13 @@ def purge_old_deliveries() -> int:
     if retention.old_deliveries_remain():
         enqueue("alerts.purge_old_deliveries")
     return deleted
+
+
+@shared_task(name="alerts.purge_idempotency_keys")
+def purge_idempotency_keys() -> int:
+    """Delete the publishing API's Idempotency-Keys past their expiry. Safe to run
+    twice: an expired key is replayed to nobody."""
+    return idempotency.purge_expired()
 
 
 @shared_task(name="alerts.process_consent_request", acks_late=True)

@@ -52,6 +52,7 @@ app.conf.task_routes = {
     "alerts.send_digests": {"queue": "digests"},
     "alerts.purge_unconfirmed": {"queue": "digests"},
     "alerts.purge_old_deliveries": {"queue": "digests"},
+    "alerts.purge_idempotency_keys": {"queue": "digests"},
 }
 SWEEP_EVERY = 5.0  # seconds
 # One schedule for all periodic work. Every task here is idempotent, so a second beat
@@ -69,6 +70,8 @@ app.conf.beat_schedule = {
                           "options": {"queue": "digests"}},
     "purge-old-deliveries": {"task": "alerts.purge_old_deliveries", "schedule": crontab(hour=3, minute=47),
                              "options": {"queue": "digests"}},
+    "purge-idempotency-keys": {"task": "alerts.purge_idempotency_keys", "schedule": crontab(hour=4, minute=7),
+                               "options": {"queue": "digests"}},
 }
 
 app.autodiscover_tasks()
