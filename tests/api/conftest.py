@@ -46,3 +46,35 @@ def cms(client, publish_token) -> ApiClient:
 @pytest.fixture
 def drafter(client, draft_token) -> ApiClient:
     return ApiClient(client, draft_token[1])
+
+
+# --- A real browser, for the docs page (test_docs_browser.py) -----------------------
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser_page():
+    from pathlib import Path
+
+    from tests.helpers import require_service
+
+    require_service(Path(CHROMIUM).exists(), "Chromium at /usr/bin/chromium")
+    import os
+
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's loop runs in this thread
+    from playwright.sync_api import sync_playwright
+
+    try:
+        with sync_playwright() as p:
+            chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            context = chromium.new_context()
+            yield context.new_page()
+            context.close()
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
