@@ -15,6 +15,7 @@ from .api import idempotency
 from .common.queueing import enqueue
 from .digests import schedule as digest_schedule
 from .digests import send as digest_send
+from .outbound import delivery as webhook_delivery
 from .publishing import fanout
 from .rights import retention
 from .rights.links import data_link_send
@@ -121,6 +122,20 @@ def purge_idempotency_keys() -> int:
     """Delete the publishing API's Idempotency-Keys past their expiry. Safe to run
     twice: an expired key is replayed to nobody."""
     return idempotency.purge_expired()
+
+
+@shared_task(name="alerts.deliver_webhook", acks_late=True)
+def deliver_webhook(message_id: int) -> None:
+    """One attempt at one outgoing webhook. Running twice is harmless: the message is
+    claimed first, so one run posts it; a failure waits for the sweep's next try."""
+    webhook_delivery.webhook_deliver(message_id=message_id)
+
+
+@shared_task(name="alerts.sweep_webhooks")
+def sweep_webhooks() -> int:
+    """Queue outgoing webhooks due a (re)try, and take back those whose worker died.
+    Idempotent: a message queued twice is claimed once."""
+    return webhook_delivery.webhooks_due()
 
 
 @shared_task(name="alerts.process_consent_request", acks_late=True)

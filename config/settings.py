@@ -394,3 +394,14 @@ API_RATE_PER_TOKEN: str = env.str("API_RATE_PER_TOKEN", default="300/m")
 API_IDEMPOTENCY_HOURS: int = env.int("API_IDEMPOTENCY_HOURS", default=24)
 # The largest request body the API reads. An alert with every field full is about 25 KB.
 API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
+
+# --- Outgoing webhooks --------------------------------------------------------------
+# How long one delivery waits for the receiver: a receiver should answer at once and do
+# its work later (the Standard Webhooks advice), and a worker waits no longer than this.
+WEBHOOK_TIMEOUT_SECONDS: int = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
+# Retries double from WEBHOOK_RETRY_SECONDS up to WEBHOOK_MAX_DELAY_SECONDS: with the
+# defaults (10 s, an hour, 15 attempts) a receiver down for up to about six hours still
+# gets every event, once it is back.
+WEBHOOK_RETRY_SECONDS: int = env.int("WEBHOOK_RETRY_SECONDS", default=10)
+WEBHOOK_MAX_DELAY_SECONDS: int = env.int("WEBHOOK_MAX_DELAY_SECONDS", default=3600)
+WEBHOOK_MAX_ATTEMPTS: int = env.int("WEBHOOK_MAX_ATTEMPTS", default=15)

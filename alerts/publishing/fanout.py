@@ -40,6 +40,7 @@ from ..sending.batches import (
 from ..sending.ledger import Outcome
 from ..sending.provider import PermanentSendError, TransientSendError, deliver_rendered, sending_profile
 from .audience import audience, audience_before_suppression, recipients
+from .events import alert_finished_emit
 
 logger = logging.getLogger(__name__)
 
@@ -203,4 +204,7 @@ def alert_finish_if_done(*, alert_id: int) -> bool:
     if every batch failed, else sent. True if this call finished it. Every batch runs
     this as it closes, outside its own transaction, so that of two batches closing
     together the later sees the other's commit (the sweeper catches any both miss)."""
-    return ledger.finish_alert(alert_id, timezone.now())
+    finished = ledger.finish_alert(alert_id, timezone.now())
+    if finished:
+        alert_finished_emit(alert_id)
+    return finished

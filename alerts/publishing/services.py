@@ -16,6 +16,7 @@ from ..common.queueing import enqueue_on_commit
 from ..common.tokens import link_tokens
 from ..emails import alert_message
 from ..models import Alert, Batch, Topic
+from .events import Event, alert_emit
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def alert_publish(*, alert_id: int, user=None) -> bool:
         ).update(status=Alert.Status.SENDING, published_at=Now(), published_by=user)
         if started:
             enqueue_on_commit("alerts.fan_out_alert", alert_id=alert_id)
+            alert_emit(Event.ALERT_PUBLISHED, alert_id)
     if started:
         logger.info("Alert %s published", alert_id)
     return bool(started)
@@ -123,6 +125,8 @@ def alert_stop(*, alert_id: int) -> bool:
         ).update(status=Alert.Status.CANCELLED, cancelled_at=timezone.now())
         Batch.objects.filter(alert_id=alert_id, status=Batch.Status.PENDING).update(
             status=Batch.Status.CANCELLED)
+        if stopped:
+            alert_emit(Event.ALERT_CANCELLED, alert_id)
     return bool(stopped)
 
 

@@ -1,0 +1,99 @@
+"""Deliver one outbox message: claim it, POST it signed per the Standard Webhooks spec
+(webhook-id, webhook-timestamp, webhook-signature, made by the `standardwebhooks`
+package with the endpoint's secret), and record the outcome. A failure (no answer, a
+timeout, anything but 2xx) is tried again with a doubling backoff from
+WEBHOOK_RETRY_SECONDS, up to WEBHOOK_MAX_ATTEMPTS; the sweep (`webhooks_due`) queues
+what is due, and takes back a claim whose worker died."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import requests
+from django.conf import settings
+from django.db.models import F, Q
+from django.db.models.functions import Now
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
+
+from ..common.queueing import enqueue
+from ..models import WebhookMessage
+
+logger = logging.getLogger(__name__)
+
+M = WebhookMessage.Status
+USER_AGENT = "StopPress-Webhooks/1"
+
+
+def new_secret() -> str:
+    """A Standard Webhooks secret: whsec_ and 24 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def signed_headers(*, secret: str, message_id: str, payload: str, at: datetime) -> dict[str, str]:
+    signature = Webhook(secret).sign(message_id, at, payload)
+    return {"webhook-id": message_id, "webhook-timestamp": str(int(at.timestamp())),
+            "webhook-signature": signature, "Content-Type": "application/json", "User-Agent": USER_AGENT}
+
+
+def webhook_deliver(*, message_id: int) -> bool:
+    """One attempt at one message. True if it was delivered now. Safe to run twice:
+    only one run can claim a message, and a delivered one is never claimed again."""
+    lease = timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 5)
+    claimed = WebhookMessage.objects.filter(pk=message_id, status=M.PENDING, next_attempt_at__lte=Now()).update(
+        status=M.SENDING, attempts=F("attempts") + 1, lease_expires_at=Now() + lease)
+    if not claimed:
+        return False
+    message = WebhookMessage.objects.select_related("endpoint").get(pk=message_id)
+    at = datetime.now(UTC)
+    headers = signed_headers(secret=message.endpoint.secret, message_id=message.message_id,
+                             payload=message.payload, at=at)
+    try:
+        response = requests.post(message.endpoint.url, data=message.payload.encode(), headers=headers,
+                                 timeout=settings.WEBHOOK_TIMEOUT_SECONDS, allow_redirects=False)
+    except requests.RequestException as error:
+        return _failed(message, None, f"{type(error).__name__}: {error}")
+    if 200 <= response.status_code < 300:
+        WebhookMessage.objects.filter(pk=message.pk, status=M.SENDING).update(
+            status=M.DELIVERED, delivered_at=Now(), last_status_code=response.status_code, last_error="",
+            lease_expires_at=None)
+        logger.info("Webhook %s delivered to endpoint %s", message.message_id, message.endpoint_id)
+        return True
+    return _failed(message, response.status_code, response.text[:200])
+
+
+def _failed(message: WebhookMessage, status_code: int | None, error: str) -> bool:
+    give_up = message.attempts >= settings.WEBHOOK_MAX_ATTEMPTS
+    delay = min(settings.WEBHOOK_RETRY_SECONDS * 2 ** (message.attempts - 1), settings.WEBHOOK_MAX_DELAY_SECONDS)
+    WebhookMessage.objects.filter(pk=message.pk, status=M.SENDING).update(
+        status=M.FAILED if give_up else M.PENDING, last_status_code=status_code, last_error=error[:400],
+        next_attempt_at=timezone.now() + timedelta(seconds=delay), lease_expires_at=None)
+    logger.warning("Webhook %s to endpoint %s failed (attempt %d%s): %s", message.message_id,
+                   message.endpoint_id, message.attempts, ", giving up" if give_up else "", error[:200])
+    return False
+
+
+def webhooks_due(limit: int = 500) -> int:
+    """Queue every message due an attempt (a retry whose time has come, or one whose
+    first enqueue was lost), after taking back claims whose lease ran out (a worker
+    killed mid-call). Returns how many were queued. Safe to run at any time."""
+    WebhookMessage.objects.filter(status=M.SENDING, lease_expires_at__lt=Now()).update(
+        status=M.PENDING, lease_expires_at=None)
+    due = list(WebhookMessage.objects.filter(status=M.PENDING, next_attempt_at__lte=Now())
+               .order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
+    for pk in due:
+        enqueue("alerts.deliver_webhook", message_id=pk)
+    return len(due)
+
+
+def webhook_redeliver(*, message_ids: list[int]) -> int:
+    """Staff's "redeliver": send these messages again now, whatever became of them
+    (the webhook-id stays, so the receiver can tell it is a repeat)."""
+    count = WebhookMessage.objects.filter(pk__in=message_ids).filter(~Q(status=M.SENDING)).update(
+        status=M.PENDING, next_attempt_at=Now(), attempts=0)
+    for pk in message_ids:
+        enqueue("alerts.deliver_webhook", message_id=pk)
+    return count
