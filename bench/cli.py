@@ -33,6 +33,7 @@ from bench.constants import BROKER_DB, CACHE_DB, REDIS_SERVER, RESULTS, ROOT
 from bench.jobs import AlertJob, DigestJob, digest_hour_now, warm_up
 from bench.observe import ProcessSampler, background_load, machine_busy, service_pids, watch
 from bench.processes import (
+    FAKES,
     Processes,
     backend_env,
     base_env,
@@ -61,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("alert", "digest"), default="alert",
                         help="publish one breaking alert (default), or run one daily digest tick"
                              " for subscribers who take digests")
-    parser.add_argument("--backend", choices=("mailgun", "smtp"), default="mailgun")
+    parser.add_argument("--backend", choices=sorted(FAKES), default="mailgun",
+                        help="the provider whose fake (tests/fakes/) the workers send to (default mailgun)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="K",
                         help=f"celery worker processes (default {DEFAULT_WORKERS})")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="C",
@@ -212,7 +214,7 @@ def measure_once(setup: Setup, number: int) -> dict:
     sampler.sample()
     idle_rss = sampler.peak_single
     offset = setup.record.stat().st_size
-    before = mailgun_stats(setup.port) if args.backend == "mailgun" else {}
+    before = mailgun_stats(setup.port) if not args.backend.startswith("smtp") else {}
     job = AlertJob() if args.mode == "alert" else DigestJob()
     job.prepare()
     what = "publishing an alert" if args.mode == "alert" else "ticking daily digests"
@@ -226,7 +228,7 @@ def measure_once(setup: Setup, number: int) -> dict:
                  args.kill_child_at)
     busy = machine_busy() - busy_before
 
-    stats = mailgun_stats(setup.port) if args.backend == "mailgun" else {}
+    stats = mailgun_stats(setup.port) if not args.backend.startswith("smtp") else {}
     # The fake counts from its start; this run's share is the difference.
     # (Its unique/duplicate counts span all runs, so they are left out.)
     stats = {k: stats[k] - before.get(k, 0) for k in ("calls", "recipients", "rejected") if k in stats}

@@ -24,11 +24,11 @@ def recorded_recipients(record: Path, offset: int, backend: str) -> tuple[collec
         lines.seek(offset)
         for line in lines:
             line = line.rstrip(b"\n")
-            if backend == "mailgun":
+            if not backend.startswith("smtp"):  # "<message or call id>\t<recipient>"
                 message_id, _, line = line.partition(b"\t")
                 message_ids.add(message_id)
             counts[line] += 1
-    calls = len(message_ids) if backend == "mailgun" else sum(counts.values())
+    calls = len(message_ids) if not backend.startswith("smtp") else sum(counts.values())
     return counts, calls
 
 

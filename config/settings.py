@@ -8,6 +8,7 @@ development mode explicitly with DEBUG=1.
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import environ
@@ -229,6 +230,48 @@ ANYMAIL = {
     "REQUESTS_TIMEOUT": env.float("ANYMAIL_REQUESTS_TIMEOUT", default=30.0),
 }
 
+# --- Email providers ---------------------------------------------------------------
+# Every anymail provider's credentials and options, under the names anymail's docs use
+# (https://anymail.dev/en/stable/esps/). Only those set in the environment are passed,
+# so anymail's own defaults (API URLs, regions) apply to the rest.
+_ANYMAIL_STRINGS = (
+    "SENDGRID_API_URL", "SENDGRID_MERGE_FIELD_FORMAT", "POSTMARK_API_URL", "POSTMARK_MESSAGE_STREAM",
+    "MAILJET_API_KEY", "MAILJET_SECRET_KEY", "MAILJET_API_URL",
+    "MANDRILL_API_KEY", "MANDRILL_API_URL", "MANDRILL_WEBHOOK_KEY", "MANDRILL_WEBHOOK_URL",
+    "SPARKPOST_API_KEY", "SPARKPOST_API_URL", "SPARKPOST_SUBACCOUNT", "SPARKPOST_TRACK_INITIAL_OPEN_AS_OPENED",
+    "BREVO_API_KEY", "BREVO_API_URL", "UNISENDER_GO_API_KEY", "UNISENDER_GO_API_URL",
+    "RESEND_API_KEY", "RESEND_API_URL", "RESEND_SIGNING_SECRET",
+    "POSTAL_API_KEY", "POSTAL_API_URL", "POSTAL_WEBHOOK_KEY",
+    "MAILERSEND_API_TOKEN", "MAILERSEND_API_URL", "MAILERSEND_SIGNING_SECRET", "MAILERSEND_BATCH_SEND_MODE",
+    "SCALEWAY_SECRET_KEY", "SCALEWAY_PROJECT_ID", "SCALEWAY_REGION",
+    "MAILTRAP_API_TOKEN", "MAILTRAP_API_URL", "MAILTRAP_TEST_INBOX_ID",
+    "AMAZON_SES_CONFIGURATION_SET_NAME", "AMAZON_SES_MESSAGE_TAG_NAME",
+)
+_ANYMAIL_BOOLS = ("POSTMARK_USE_BULK_API", "SENDGRID_GENERATE_MESSAGE_ID", "UNISENDER_GO_GENERATE_MESSAGE_ID",
+                  "AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS")
+ANYMAIL.update({name: env.str(name) for name in _ANYMAIL_STRINGS if name in os.environ})
+ANYMAIL.update({name: env.bool(name) for name in _ANYMAIL_BOOLS if name in os.environ})
+if "AMAZON_SES_CLIENT_PARAMS" in os.environ:
+    # JSON, e.g. {"region_name": "eu-west-1"}; the keys come from boto3's usual
+    # environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or the instance role.
+    ANYMAIL["AMAZON_SES_CLIENT_PARAMS"] = env.json("AMAZON_SES_CLIENT_PARAMS")
+# A second provider for when the first fails (any backend EMAIL_BACKEND takes; its
+# credentials are in ANYMAIL like the first's). Empty: no failover.
+EMAIL_BACKEND_FALLBACK: str = env.str("EMAIL_BACKEND_FALLBACK", default="")
+# Connections each worker process keeps open, and sends over at once, for SMTP and
+# providers sent one message per call: each message waits a round trip, so a few in
+# parallel hide the waits without crowding the server.
+EMAIL_CONNECTIONS: int = env.int("EMAIL_CONNECTIONS", default=4)
+# The provider account's sending limit, in recipients a second, shared by every worker
+# (a token bucket in Redis): one number for any provider, or per provider by anymail
+# name, e.g. "mailgun=500,amazon ses=14,smtp=3000". 0, the default: no limit of ours,
+# since only the newsroom knows its account's.
+_send_rate = env.str("EMAIL_SEND_RATE", default="0")
+EMAIL_SEND_RATE: float | dict[str, float] = (
+    {name.strip().lower(): float(rate) for name, rate in (item.split("=", 1) for item in _send_rate.split(","))}
+    if "=" in _send_rate else float(_send_rate)
+)
+
 # --- The publication ---------------------------------------------------------------
 PUBLICATION_NAME: str = env.str("PUBLICATION_NAME", default="The Daily Courier")
 PUBLICATION_URL: str = env.str("PUBLICATION_URL", default=SITE_URL)
@@ -364,8 +407,16 @@ if not EMAIL_HASH_KEY:
 # only warn and then accept anyone's forged bounces and complaints.
 TRACKING_WEBHOOKS_ENABLED: bool = env.bool("TRACKING_WEBHOOKS_ENABLED", default=True)
 # Lower-case anymail ESP names whose tracking events we act on; others are ignored.
+# By default, the providers configured to send (EMAIL_BACKEND and its fallback), or
+# Mailgun, the reference, when neither is an anymail provider.
+_TRACKING_ESPS = {"mailgun": "mailgun", "sendgrid": "sendgrid", "postmark": "postmark", "mandrill": "mandrill",
+                  "mailjet": "mailjet", "sparkpost": "sparkpost", "brevo": "brevo", "sendinblue": "sendinblue",
+                  "unisender_go": "unisender go", "resend": "resend", "amazon_ses": "amazon ses",
+                  "postal": "postal", "mailersend": "mailersend", "mailtrap": "mailtrap"}
+_SENDING_ESPS = [_TRACKING_ESPS[path.split(".")[2]] for path in (EMAIL_BACKEND, EMAIL_BACKEND_FALLBACK)
+                 if path.startswith("anymail.backends.") and path.split(".")[2] in _TRACKING_ESPS]
 TRACKING_WEBHOOK_ESPS: list[str] = [
-    name.lower() for name in env.list("TRACKING_WEBHOOK_ESPS", default=["mailgun"])
+    name.lower() for name in env.list("TRACKING_WEBHOOK_ESPS", default=_SENDING_ESPS or ["mailgun"])
 ]
 # Signed provider webhooks (Mailgun, Resend) are refused when their timestamp is further
 # than this from now, or their one-time token was seen before (alerts/webhooks.py).

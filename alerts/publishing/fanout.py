@@ -172,7 +172,7 @@ def _send(batch: Batch) -> str:
         return set_aside
     readers = recipients(batch, alert)
     try:
-        results = deliver(alert, readers)
+        results = deliver(alert, readers, on_progress=lambda rows: record_partial(batch, rows))
     except TransientSendError as error:
         record_partial(batch, error.partial_results)
         return retry_or_give_up(batch, error, subscriber_ids=[sid for sid, _ in readers])
@@ -190,13 +190,14 @@ def _published_alert(batch: Batch) -> Alert:
                              lambda: Alert.objects.get(pk=batch.alert_id))
 
 
-def deliver(alert: Alert, readers: list[tuple[int, str]]) -> list[Outcome]:
+def deliver(alert: Alert, readers: list[tuple[int, str]], on_progress=None) -> list[Outcome]:
     """Hand readers to the provider: one Outcome each; raises TransientSendError or
-    PermanentSendError."""
+    PermanentSendError. Per-message sends report each round to `on_progress`."""
     if not readers:
         return []
     rendered = _render_cache.get((alert.pk, alert.updated_at), lambda: alert_rendering(alert))
-    return deliver_rendered(rendered, readers, tag="breaking-alert", metadata={"alert_id": str(alert.pk)})
+    return deliver_rendered(rendered, readers, tag="breaking-alert", metadata={"alert_id": str(alert.pk)},
+                            on_progress=on_progress)
 
 
 def alert_finish_if_done(*, alert_id: int) -> bool:

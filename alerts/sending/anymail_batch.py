@@ -122,13 +122,47 @@ class MultipartFormMixin:
         return params
 
 
+class PersonalisedEntriesMixin:
+    """Mixed into a payload whose batch is a list of finished messages (Resend's
+    emails/batch, which has no merge fields): anymail copies one subject and body into
+    every entry, and this fills each entry's merge fields (`message.merge_field_format`,
+    e.g. "@@{}@@") from that reader's merge_data, as a merging provider would."""
+
+    def set_merge_data(self, merge_data):
+        self.merge_data = merge_data
+
+    def serialize_json(self, data):
+        fields = getattr(self.message, "merge_field_format", None)
+        merge_data = getattr(self, "merge_data", None)
+        if isinstance(data, list) and fields and merge_data:
+            data = [self._personalised(entry, merge_data.get(to.addr_spec, {}), fields)
+                    for entry, to in zip(data, self.to_recipients, strict=True)]
+        return super().serialize_json(data)
+
+    @staticmethod
+    def _personalised(entry: dict, values: dict[str, str], fields: str) -> dict:
+        entry = dict(entry)
+        for part in ("subject", "html", "text"):
+            text = entry.get(part)
+            if text:
+                for key, value in values.items():
+                    text = text.replace(fields.format(key), value)
+                entry[part] = text
+        return entry
+
+
 # Backends whose payload class we extend; any other backend is used exactly as is.
+_BACKENDS = "anymail.backends"
 PAYLOAD_CLASSES = {
-    "anymail.backends.mailgun.EmailBackend": ("anymail.backends.mailgun.MailgunPayload", MultipartFormMixin),
-    "anymail.backends.mailjet.EmailBackend": ("anymail.backends.mailjet.MailjetPayload",),
-    "anymail.backends.mandrill.EmailBackend": ("anymail.backends.mandrill.MandrillPayload",),
-    "anymail.backends.sendgrid.EmailBackend": ("anymail.backends.sendgrid.SendGridPayload",),
-    "anymail.backends.postmark.EmailBackend": ("anymail.backends.postmark.PostmarkPayload",),
+    f"{_BACKENDS}.mailgun.EmailBackend": (f"{_BACKENDS}.mailgun.MailgunPayload", MultipartFormMixin),
+    f"{_BACKENDS}.mailjet.EmailBackend": (f"{_BACKENDS}.mailjet.MailjetPayload",),
+    f"{_BACKENDS}.mandrill.EmailBackend": (f"{_BACKENDS}.mandrill.MandrillPayload",),
+    f"{_BACKENDS}.sendgrid.EmailBackend": (f"{_BACKENDS}.sendgrid.SendGridPayload",),
+    f"{_BACKENDS}.postmark.EmailBackend": (f"{_BACKENDS}.postmark.PostmarkPayload",),
+    f"{_BACKENDS}.sparkpost.EmailBackend": (f"{_BACKENDS}.sparkpost.SparkPostPayload",),
+    f"{_BACKENDS}.brevo.EmailBackend": (f"{_BACKENDS}.brevo.BrevoPayload",),
+    f"{_BACKENDS}.unisender_go.EmailBackend": (f"{_BACKENDS}.unisender_go.UnisenderGoPayload",),
+    f"{_BACKENDS}.resend.EmailBackend": (f"{_BACKENDS}.resend.ResendPayload", PersonalisedEntriesMixin),
 }
 
 

@@ -373,7 +373,9 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
     keeper.drop(batch)
     if results and batch.timeouts_after_send and status == Batch.Status.SENT:
         results = [row if row.error else row._replace(error=MAYBE_TWICE) for row in results]
-    if results and batch.attempts == 1 and not owner.reserves_ledger and ledger.on_postgresql():
+    # Rows already written as the send went (record_partial): a prefix of `results`.
+    recorded = getattr(batch, "recorded_rows", 0)
+    if results and batch.attempts == 1 and not owner.reserves_ledger and ledger.on_postgresql() and not recorded:
         try:
             _close_first_attempt(batch, status, error=error, skipped=skipped, results=results, now=now)
         except IntegrityError:
@@ -382,8 +384,8 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
             return status
     batch_message_id = _shared_message_id(results) if results else ""
     with transaction.atomic():
-        if results:
-            _record(batch, results, now, batch_message_id)
+        if results and results[recorded:]:
+            _record(batch, results[recorded:], now, batch_message_id)
         if results is not None and batch.attempts == 1 and not owner.reserves_ledger:
             # First attempt: this call's results are all the batch's rows.
             sent = sum(1 for row in results if row.status not in NOT_SENT)
@@ -410,10 +412,12 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
 
 
 def record_partial(batch: Batch, results: list[Outcome]) -> None:
-    """Keep what a call that failed part-way had already handed over (per-message
-    sends), so that the retry skips those readers."""
+    """Keep what a per-message send has handed over so far, as it goes or when it
+    failed part-way, so that a retry skips those readers; close_batch then writes only
+    the rest."""
     if results:
         _record(batch, results, timezone.now())
+        batch.recorded_rows = getattr(batch, "recorded_rows", 0) + len(results)
 
 
 def _record(batch: Batch, results: list[Outcome], now, shared_id: str = "") -> None:

@@ -11,10 +11,13 @@ every failure into its kind, in one place:
 from __future__ import annotations
 
 import smtplib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
-from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
+from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailUnsupportedFeature
 from django.conf import settings
 from django.core.mail import get_connection
 
@@ -22,36 +25,34 @@ from ..common.cache import ProcessCache
 from ..common.tokens import link_tokens
 from ..emails import RenderedAlert, personalise, personalised_copy, subscriber_links
 from ..models import Delivery
+from . import throttle
 from .anymail_batch import BatchMessage, backend_class
 from .ledger import Outcome, outcomes
-
-# Recipients per provider API call: each provider's documented batch limit. Anymail
-# never splits a list, so a batch is exactly one call. Plain SMTP sends one message per
-# recipient over one connection per batch; 500 keeps a batch well inside the lease.
-BATCH_SIZES = {"Mailgun": 1000, "SendGrid": 1000, "Postmark": 500, "Mandrill": 1000,
-               "Mailjet": 50, "Amazon SES": 50}
-DEFAULT_BATCH_SIZE = 500
-# How each provider spells a per-recipient merge field in a body. Providers not listed
-# get one API call per recipient, which is correct but slow.
-MERGE_FIELDS = {"Mailgun": "%recipient.{}%", "Mailjet": "[[var:{}]]", "Mandrill": "*|{}|*"}
+from .profiles import MERGED, PROVIDER, ProviderProfile, profile_for
+from .smtp import MessageTemplate, open_smtp
+from .smtp import pool as smtp_pool
 
 
 @dataclass(frozen=True)
 class SendingProfile:
+    """The configured backend and what its provider does in one call."""
+
     backend_path: str
     esp_name: str | None
     batch_size: int
     merge_field: str | None
+    provider: ProviderProfile
 
 
-def sending_profile() -> SendingProfile:
-    """What the configured EMAIL_BACKEND can do in one call."""
-    path = settings.EMAIL_BACKEND
+def sending_profile(backend_path: str | None = None) -> SendingProfile:
+    """What the configured EMAIL_BACKEND (or `backend_path`) can do in one call."""
+    path = backend_path or settings.EMAIL_BACKEND
     esp_name = getattr(backend_class(path), "esp_name", None)
     if not isinstance(esp_name, str):
         esp_name = None
-    size = settings.FANOUT_BATCH_SIZE or BATCH_SIZES.get(esp_name, DEFAULT_BATCH_SIZE)
-    return SendingProfile(path, esp_name, size, MERGE_FIELDS.get(esp_name))
+    provider = profile_for(esp_name)
+    size = min(settings.FANOUT_BATCH_SIZE or provider.batch_size, max(provider.recipient_limit, provider.batch_size))
+    return SendingProfile(path, esp_name, size, provider.merge_field, provider)
 
 
 class TransientSendError(Exception):
@@ -76,19 +77,32 @@ class PermanentSendError(Exception):
 
 
 def deliver_rendered(rendered: RenderedAlert, recipients: list[tuple[int, str]], *, tag: str,
-                     metadata: dict[str, str]) -> list[Outcome]:
+                     metadata: dict[str, str], on_progress: Callable[[list[Outcome]], None] | None = None,
+                     backend_path: str | None = None) -> list[Outcome]:
     """Send one rendered email to every recipient, each with their own links: one API
-    call where the provider personalises batches, else one message each."""
-    profile = sending_profile()
+    call where the provider personalises batches, else one message each, in rounds
+    whose outcomes go to `on_progress` as each ends (the caller writes them to the
+    ledger, so a retry resends nobody already accepted). `backend_path` overrides
+    EMAIL_BACKEND (the fallback provider)."""
+    profile = sending_profile(backend_path)
     if profile.merge_field:
+        _throttle(profile, len(recipients))
         return _send_merged(rendered, recipients, profile, tag=tag, metadata=metadata)
-    return _send_each(rendered, recipients, profile)
+    return _send_each(rendered, recipients, profile, on_progress)
 
 
-# Providers that also substitute merge fields in custom headers, so List-Unsubscribe can
-# be one header for the whole batch (anymail's own merge_headers for Mailgun works this
-# way); elsewhere each recipient's header travels as anymail merge_headers.
-HEADER_MERGE = {"Mailgun"}
+def _throttle(profile: SendingProfile, recipients: int) -> None:
+    rate = throttle.rate_for(profile.esp_name)
+    if rate > 0:
+        throttle.wait_for(throttle.account_key(profile.backend_path, profile.esp_name), rate, recipients)
+
+
+def _rate_limited(profile: SendingProfile, error: Exception) -> Exception:
+    """A 429 despite our own limit: the account's real limit is lower, slow down."""
+    if isinstance(error, TransientSendError) and error.rate_limited and throttle.rate_for(profile.esp_name) > 0:
+        throttle.slow_down(throttle.account_key(profile.backend_path, profile.esp_name))
+    return error
+
 
 # One backend (one HTTP session, kept alive) per worker process and provider.
 _connections: ProcessCache = ProcessCache("provider connections", size=8)
@@ -99,12 +113,14 @@ def _connection_key(path: str) -> tuple[str, str]:
     return path, repr(sorted(settings.ANYMAIL.items()))
 
 
-def _esp_connection(path: str):
-    return _connections.get(_connection_key(path), lambda: _open_connection(path))
+def _esp_connection(path: str, options: dict | None = None):
+    return _connections.get(_connection_key(path), lambda: _open_connection(path, options or {}))
 
 
-def _open_connection(path: str):
-    connection = backend_class(path)(fail_silently=False)
+def _open_connection(path: str, options: dict):
+    # The profile's options (Postmark's bulk API) are backend keyword settings, which
+    # anymail reads before ANYMAIL's: an operator need not set them.
+    connection = backend_class(path)(fail_silently=False, **options)
     connection.open()
     return connection
 
@@ -117,27 +133,40 @@ def _drop_connection(path: str) -> None:
 
 def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *, tag: str,
                  metadata: dict[str, str]):
-    """One API call for the whole batch; each copy gets its own links via merge data."""
-    field = profile.merge_field.format("t")
+    """One API call for the whole batch; each copy gets its own links via merge data,
+    and its own List-Unsubscribe as the provider's profile says."""
+    provider = profile.provider
+    field, key = provider.merge_field.format("t"), provider.merge_key.format("t")
     # Reversed with a plain placeholder: reverse() would percent-encode the merge field.
     links = {name: url.replace("TOKEN", field) for name, url in subscriber_links("TOKEN").items()}
     headers = {k: personalise(v, links) for k, v in rendered.headers.items()}
     make_token = link_tokens.bulk_maker()
     to = [email for _, email in recipients]
-    merge_data = {email: {"t": make_token(sid)} for sid, email in recipients}
+    merge_data = {email: {key: make_token(sid)} for sid, email in recipients}
     merge_headers = None
-    if profile.esp_name not in HEADER_MERGE:
+    if provider.unsubscribe == PROVIDER:
+        # The provider cannot carry a header per reader in a batch: its own
+        # unsubscribe handling sets one, and a shared one-click header would be wrong.
+        headers.pop("List-Unsubscribe")
+        headers.pop("List-Unsubscribe-Post")
+    elif provider.unsubscribe != MERGED:
         unsubscribe = headers.pop("List-Unsubscribe")
-        merge_headers = {email: {"List-Unsubscribe": unsubscribe.replace(field, data["t"])}
+        merge_headers = {email: {"List-Unsubscribe": unsubscribe.replace(field, data[key])}
                          for email, data in merge_data.items()}
     message = BatchMessage(
         subject=rendered.subject, body=personalise(rendered.text, links),
         from_email=settings.DEFAULT_FROM_EMAIL, to=to, headers=headers,
-        connection=_esp_connection(profile.backend_path), merge_data=merge_data,
+        connection=_esp_connection(profile.backend_path, provider.backend_options), merge_data=merge_data,
         tags=[tag], metadata=metadata,
     )
     if merge_headers:
         message.merge_headers = merge_headers
+    if provider.per_recipient_metadata:
+        message.merge_metadata = {email: dict(metadata) for email in to}
+    if provider.esp_extra:
+        message.esp_extra = provider.esp_extra
+    if provider.entries_personalised_by_us:
+        message.merge_field_format = provider.merge_field
     message.attach_alternative(personalise(rendered.html, links), "text/html")
     try:
         message.send()
@@ -145,7 +174,10 @@ def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *
         return outcomes((sid for sid, _ in recipients), Delivery.Status.FAILED, "", str(error)[:400])
     except AnymailAPIError as error:
         _drop_connection(profile.backend_path)
-        raise _classify(error) from error
+        raise _rate_limited(profile, _classify(error)) from error
+    except AnymailUnsupportedFeature as error:
+        # A message this provider cannot take: every retry would meet the same refusal.
+        raise PermanentSendError(f"{profile.esp_name} cannot send this message: {error}"[:1000]) from error
     return _statuses(message, recipients)
 
 
@@ -195,36 +227,152 @@ def _statuses(message: BatchMessage, recipients) -> list[Outcome]:
     return results
 
 
-def _send_each(rendered: RenderedAlert, recipients, profile: SendingProfile):
-    """One message per recipient over one connection (SMTP and providers without
-    batch merge). A failure part-way keeps what was already accepted."""
+SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+# Readers each connection takes per round: after every round the round's readers go
+# into the ledger (`on_progress`), so a batch retried after its worker died resends
+# nobody already accepted but the round in flight.
+ROUND_PER_CONNECTION = 50
+_threads: ThreadPoolExecutor | None = None
+_local = threading.local()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _threads
+    if _threads is None:
+        _threads = ThreadPoolExecutor(max_workers=max(settings.EMAIL_CONNECTIONS, 1),
+                                      thread_name_prefix="email-connection")
+    return _threads
+
+
+def _send_each(rendered: RenderedAlert, recipients, profile: SendingProfile, on_progress=None):
+    """One message per recipient (SMTP, and providers without a tested batch call),
+    over EMAIL_CONNECTIONS kept connections at once, in rounds: each round's readers
+    are reported to `on_progress` as it ends. A failure part-way keeps what was
+    already accepted (TransientSendError.partial_results: the readers not yet
+    reported)."""
     make_token = link_tokens.bulk_maker()
+    if profile.backend_path == SMTP_BACKEND:
+        send_share = _smtp_sender(MessageTemplate(rendered, settings.DEFAULT_FROM_EMAIL), make_token)
+        parallel = settings.EMAIL_CONNECTIONS
+    else:
+        send_share = _backend_sender(rendered, profile, make_token)
+        # Only anymail's HTTP backends are known to be safe in several threads.
+        parallel = settings.EMAIL_CONNECTIONS if profile.esp_name else 1
     results: list[Outcome] = []
-    connection = get_connection(profile.backend_path, fail_silently=False)
-    try:
-        connection.open()
-        for subscriber_id, email in recipients:
-            copy = personalised_copy(rendered, to=email, links=subscriber_links(make_token(subscriber_id)),
-                                     connection=connection)
-            try:
-                copy.send()
-            except (smtplib.SMTPRecipientsRefused, AnymailRecipientsRefused) as error:
-                results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
-                continue
-            except AnymailAPIError as error:
-                classified = _classify(error)
-                if isinstance(classified, TransientSendError):
-                    classified.partial_results = results
-                raise classified from error
-            except (smtplib.SMTPException, OSError) as error:
-                raise TransientSendError(str(error)[:1000], partial_results=results) from error
-            message_id = _message_id(copy) or copy.extra_headers.get("Message-ID", "")
-            results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id))
-    except (smtplib.SMTPException, OSError) as error:
-        raise TransientSendError(str(error)[:1000], partial_results=results) from error
-    finally:
-        connection.close()
+    reported = 0
+    connections = max(1, min(parallel, -(-len(recipients) // ROUND_PER_CONNECTION)))
+    round_size = connections * ROUND_PER_CONNECTION
+    for start in range(0, len(recipients), round_size):
+        chunk = recipients[start:start + round_size]
+        _throttle(profile, len(chunk))
+        shares = [chunk[i::connections] for i in range(connections)]
+        if connections == 1:
+            done = [send_share(shares[0])]
+        else:
+            done = list(_executor().map(send_share, shares))
+        errors = []
+        for rows, error in done:
+            results.extend(rows)
+            if error is not None:
+                errors.append(error)
+        if errors:
+            permanent = [e for e in errors if isinstance(e, PermanentSendError)]
+            error = permanent[0] if permanent else errors[0]
+            if isinstance(error, TransientSendError):
+                error.partial_results = results[reported:]
+            raise _rate_limited(profile, error)
+        if on_progress is not None:
+            on_progress(results[reported:])
+            reported = len(results)
     return results
+
+
+def _smtp_sender(template: MessageTemplate, make_token):
+    def send_share(share):
+        results: list[Outcome] = []
+        try:
+            connection, reused = smtp_pool.take()
+        except (smtplib.SMTPException, OSError) as error:
+            return results, TransientSendError(f"SMTP connection failed: {error}"[:1000])
+        try:
+            for subscriber_id, email in share:
+                message_id, data = template.render(subscriber_id, email, subscriber_links(make_token(subscriber_id)))
+                try:
+                    connection.sendmail(template.envelope_from, [email], data)
+                except smtplib.SMTPServerDisconnected:
+                    if not (reused and not results):
+                        raise
+                    # Closed by the server while idle, before this batch sent anything
+                    # over it: open a fresh one and send this message there.
+                    smtp_pool.discard(connection)
+                    connection, reused = open_smtp(), False
+                    connection.sendmail(template.envelope_from, [email], data)
+                except smtplib.SMTPRecipientsRefused as error:
+                    results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
+                    continue
+                except smtplib.SMTPResponseException as error:
+                    if error.smtp_code < 500:
+                        raise
+                    results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
+                    continue
+                results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id))
+        except (smtplib.SMTPException, OSError) as error:
+            smtp_pool.discard(connection)
+            return results, TransientSendError(str(error)[:1000])
+        smtp_pool.give_back(connection)
+        return results, None
+
+    return send_share
+
+
+def _thread_connection(profile: SendingProfile):
+    """This thread's backend for a per-message provider, kept across batches (one
+    HTTP session per thread: requests sessions are not shared between threads)."""
+    cache = getattr(_local, "backends", None)
+    if cache is None:
+        cache = _local.backends = {}
+    key = _connection_key(profile.backend_path)
+    if key not in cache:
+        cache[key] = get_connection(profile.backend_path, fail_silently=False)
+        cache[key].open()
+    return cache[key]
+
+
+def _backend_sender(rendered: RenderedAlert, profile: SendingProfile, make_token):
+    def send_share(share):
+        results: list[Outcome] = []
+        keep = bool(profile.esp_name)
+        connection = _thread_connection(profile) if keep else get_connection(profile.backend_path,
+                                                                              fail_silently=False)
+        try:
+            if not keep:
+                connection.open()
+            for subscriber_id, email in share:
+                copy = personalised_copy(rendered, to=email, links=subscriber_links(make_token(subscriber_id)),
+                                         connection=connection)
+                try:
+                    copy.send()
+                except (smtplib.SMTPRecipientsRefused, AnymailRecipientsRefused) as error:
+                    results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
+                    continue
+                except AnymailAPIError as error:
+                    if keep:
+                        getattr(_local, "backends", {}).pop(_connection_key(profile.backend_path), None)
+                    return results, _classify(error)
+                except AnymailUnsupportedFeature as error:
+                    return results, PermanentSendError(f"{profile.esp_name} cannot send this message: {error}"[:1000])
+                except (smtplib.SMTPException, OSError) as error:
+                    return results, TransientSendError(str(error)[:1000])
+                message_id = _message_id(copy) or copy.extra_headers.get("Message-ID", "")
+                results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id))
+        except (smtplib.SMTPException, OSError) as error:
+            return results, TransientSendError(str(error)[:1000])
+        finally:
+            if not keep:
+                connection.close()
+        return results, None
+
+    return send_share
 
 
 def _message_id(message) -> str:

@@ -90,6 +90,8 @@ class _Handler:
     async def handle_DATA(
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
+        if self._sink.refuse_after is not None and self._sink.message_count >= self._sink.refuse_after:
+            return "421 Service not available, closing transmission channel"
         self._sink._accept(envelope, session)
         return "250 Message accepted for delivery"
 
@@ -124,6 +126,9 @@ class FakeSMTP:
         self._connections = 0
         self._record: IO[str] | None = None
         self._controller: Controller | None = None
+        # Accept this many messages in all, then answer every DATA with 421 (a
+        # server that falls over part-way through a batch); None: accept all.
+        self.refuse_after: int | None = None
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -1,0 +1,109 @@
+"""A fast SMTP sink for benchmarks: accepts everything, records each recipient.
+
+The aiosmtpd sink (tests/fakes/smtp.py) takes about 450 messages a second on the
+benchmark machine (one asyncio loop parsing every line in Python), below what the
+sender reaches; this one reads each message with one buffer search for the final
+"\\r\\n.\\r\\n", one thread per connection. It speaks just enough SMTP for smtplib and
+Django's backend: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT (no TLS, no AUTH).
+
+    python -m tests.fakes.smtp_sink --port 0 --record FILE    # "<recipient>" per line
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import socketserver
+import sys
+import threading
+
+HOST = "127.0.0.1"
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        sock = self.request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(b"220 sink ESMTP\r\n")
+        buffer = b""
+        recipients: list[str] = []
+        while True:
+            end = buffer.find(b"\r\n")
+            while end < 0:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+                end = buffer.find(b"\r\n")
+            line, buffer = buffer[:end], buffer[end + 2:]
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                sock.sendall(b"250-sink\r\n250-8BITMIME\r\n250 SIZE 52428800\r\n" if verb == b"EHLO" else b"250 sink\r\n")
+            elif verb == b"MAIL":
+                recipients = []
+                sock.sendall(b"250 OK\r\n")
+            elif verb == b"RCPT":
+                address = line.split(b":", 1)[1].strip().split(b" ")[0].strip(b"<>")
+                recipients.append(address.decode().lower())
+                sock.sendall(b"250 OK\r\n")
+            elif verb == b"DATA":
+                sock.sendall(b"354 go ahead\r\n")
+                buffer = b"\r\n" + buffer
+                end = buffer.find(b"\r\n.\r\n")
+                while end < 0:
+                    chunk = sock.recv(262144)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                    end = buffer.find(b"\r\n.\r\n", max(len(buffer) - len(chunk) - 5, 0))
+                buffer = buffer[end + 5:]
+                self.server.accept(recipients)
+                sock.sendall(b"250 OK queued\r\n")
+            elif verb == b"QUIT":
+                sock.sendall(b"221 bye\r\n")
+                return
+            else:  # RSET, NOOP and anything else
+                sock.sendall(b"250 OK\r\n")
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address, record_path: str | None) -> None:
+        super().__init__(address, _Handler)
+        self._lock = threading.Lock()
+        self._record = open(record_path, "a", encoding="utf-8") if record_path else None  # noqa: SIM115
+        self.messages = 0
+
+    def accept(self, recipients: list[str]) -> None:
+        with self._lock:
+            self.messages += 1
+            if self._record is not None:
+                self._record.write("".join(r + "\n" for r in recipients))
+                self._record.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.smtp_sink")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--record", metavar="FILE")
+    args = parser.parse_args(argv)
+    server = _Server((HOST, args.port), args.record)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"listening on smtp://{HOST}:{server.server_address[1]}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
