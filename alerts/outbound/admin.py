@@ -7,7 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from ..models import WebhookEndpoint, WebhookMessage
+from ..models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 from .delivery import new_secret, webhook_redeliver
 
 
@@ -40,8 +40,19 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
 
+class AttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    fields = readonly_fields = ["at", "status_code", "error", "duration_ms"]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 @admin.register(WebhookMessage)
 class WebhookMessageAdmin(admin.ModelAdmin):
+    inlines = [AttemptInline]
     list_display = ["event_type", "endpoint", "status", "attempts", "last_status_code", "created_at", "delivered_at"]
     list_filter = ["status", "event_type", "endpoint"]
     search_fields = ["message_id"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 
 import requests
@@ -20,7 +21,7 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from ..common.queueing import enqueue
-from ..models import WebhookMessage
+from ..models import WebhookAttempt, WebhookMessage
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,14 @@ def webhook_deliver(*, message_id: int) -> bool:
     at = datetime.now(UTC)
     headers = signed_headers(secret=message.endpoint.secret, message_id=message.message_id,
                              payload=message.payload, at=at)
+    started = time.monotonic()
     try:
         response = requests.post(message.endpoint.url, data=message.payload.encode(), headers=headers,
                                  timeout=settings.WEBHOOK_TIMEOUT_SECONDS, allow_redirects=False)
     except requests.RequestException as error:
+        _log_attempt(message, started, None, f"{type(error).__name__}: {error}")
         return _failed(message, None, f"{type(error).__name__}: {error}")
+    _log_attempt(message, started, response.status_code, "" if response.ok else response.text[:200])
     if 200 <= response.status_code < 300:
         WebhookMessage.objects.filter(pk=message.pk, status=M.SENDING).update(
             status=M.DELIVERED, delivered_at=Now(), last_status_code=response.status_code, last_error="",
@@ -63,6 +67,11 @@ def webhook_deliver(*, message_id: int) -> bool:
         logger.info("Webhook %s delivered to endpoint %s", message.message_id, message.endpoint_id)
         return True
     return _failed(message, response.status_code, response.text[:200])
+
+
+def _log_attempt(message: WebhookMessage, started: float, status_code: int | None, error: str) -> None:
+    WebhookAttempt.objects.create(message=message, status_code=status_code, error=error[:400],
+                                  duration_ms=round((time.monotonic() - started) * 1000))
 
 
 def _failed(message: WebhookMessage, status_code: int | None, error: str) -> bool:

@@ -127,6 +127,9 @@ def test_a_receiver_that_is_down_gets_the_event_later_once(receiver, endpoint_fo
     assert len({headers["webhook-id"] for headers in ok}) == 1  # the same message each time
     message.refresh_from_db()
     assert message.status == "delivered" and message.attempts == 3
+    tries = list(message.tries.all())
+    assert [t.status_code for t in tries] == [None, 503, 200]
+    assert "ConnectionError" in tries[0].error
 
 
 def test_it_gives_up_after_the_last_attempt(receiver, endpoint_for, alert, settings):
@@ -190,7 +193,9 @@ def test_the_admin_gives_each_endpoint_its_own_secret_and_redelivers(admin_clien
     deliver_all()
     assert [event["type"] for event in receiver.verified(crm.secret)] == ["alert.published"]
     message = WebhookMessage.objects.filter(endpoint=crm).get()
-    assert admin_client.get(f"/admin/alerts/webhookmessage/{message.pk}/change/").status_code == 200
+    page = admin_client.get(f"/admin/alerts/webhookmessage/{message.pk}/change/")
+    assert page.status_code == 200 and message.message_id in page.content.decode()
+    assert "204" in page.content.decode()  # the attempt, with what the receiver answered
     response = admin_client.post("/admin/alerts/webhookmessage/", {"action": "redeliver",
                                                                    "_selected_action": [message.pk]})
     assert response.status_code == 302
