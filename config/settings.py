@@ -440,6 +440,10 @@ PREFERENCES_LINK_DAILY_LIMIT: int = env.int("PREFERENCES_LINK_DAILY_LIMIT", defa
 # Requests per API token. A CMS that polls an alert's progress every second makes 60 a
 # minute; 300 leaves room for several alerts at once and stops a runaway script.
 API_RATE_PER_TOKEN: str = env.str("API_RATE_PER_TOKEN", default="300/m")
+# Requests with a missing or wrong token per client address (behind TRUSTED_PROXIES).
+# An integration misconfigured after a token rotation fails a few times a minute;
+# more than this is somebody trying tokens.
+API_AUTH_FAILURES_PER_IP: str = env.str("API_AUTH_FAILURES_PER_IP", default="30/m")
 # How long an Idempotency-Key's first answer is replayed: a day, as the payment APIs
 # that made the header common keep theirs, longer than any client's retry loop.
 API_IDEMPOTENCY_HOURS: int = env.int("API_IDEMPOTENCY_HOURS", default=24)

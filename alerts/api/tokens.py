@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django_ratelimit.core import get_usage
 
+from ..common.network import ratelimit_key
 from ..models import ApiToken
 from .problems import Problem
 
@@ -26,6 +27,7 @@ SCHEME = "sp"
 # every second does not turn every read into a write.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 RATE_GROUP = "stoppress.api"
+FAILURE_GROUP = "stoppress.api-auth-failures"
 
 
 def _digest(token: str) -> str:
@@ -82,3 +84,17 @@ def check_rate(request: HttpRequest, row: ApiToken) -> None:
         raise Problem(429, f"This token may make {settings.API_RATE_PER_TOKEN} requests; "
                            f"try again in {wait} s.", slug="rate-limited",
                       headers={"Retry-After": str(wait)})
+
+
+def count_failure(request: HttpRequest) -> None:
+    """Count a request with a missing or wrong token against its client
+    (network.client_address); past API_AUTH_FAILURES_PER_IP, raise a 429 problem
+    instead of the 401. A token cannot be guessed (256 random bits): this keeps a
+    flood of tries cheap and visible, and never holds back a valid token from the
+    same address."""
+    usage = get_usage(request, group=FAILURE_GROUP, key=ratelimit_key,
+                      rate=settings.API_AUTH_FAILURES_PER_IP, increment=True)
+    if usage and usage["should_limit"]:
+        wait = max(1, usage["time_left"])
+        raise Problem(429, f"Too many requests with a wrong token from here; try again in {wait} s.",
+                      slug="rate-limited", headers={"Retry-After": str(wait)})

@@ -25,11 +25,18 @@ from .idempotency import idempotent
 from .openapi import ProblemDocumentedAPI
 from .problems import Problem, problem_response
 from .schemas import AlertIn, AlertOut, ScheduleIn, TopicOut, topic_out
-from .tokens import check_rate, token_authenticate
+from .tokens import check_rate, count_failure, token_authenticate
 
 
 class TokenAuth(HttpBearer):
-    """`Authorization: Bearer sp_…`: an active API token, within its rate limit."""
+    """`Authorization: Bearer sp_…`: an active API token, within its rate limit; and a
+    client sending wrong tokens over and over is held back."""
+
+    def __call__(self, request: HttpRequest) -> ApiToken | None:
+        row = super().__call__(request)
+        if row is None:
+            count_failure(request)
+        return row
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiToken | None:
         row = token_authenticate(token)

@@ -115,3 +115,11 @@ def test_each_token_has_its_own_rate_limit_answered_429_with_retry_after(client,
     assert busy.post(ALERTS, {"headline": "Storm"}).status_code == 429
     assert not Alert.objects.exists()
     assert other.get("/api/v1/topics").status_code == 200
+
+
+def test_a_client_sending_wrong_tokens_is_held_back_but_a_valid_token_from_there_is_not(client, cms, settings):
+    settings.API_AUTH_FAILURES_PER_IP = "3/m"
+    guesser = ApiClient(client, "sp_000000000000_guess")
+    assert [guesser.get("/api/v1/topics").status_code for _ in range(4)] == [401, 401, 401, 429]
+    assert guesser.get("/api/v1/topics")["Retry-After"]
+    assert cms.get("/api/v1/topics").status_code == 200  # same address, valid token
