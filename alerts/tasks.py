@@ -138,6 +138,12 @@ def sweep_webhooks() -> int:
     return webhook_delivery.webhooks_due()
 
 
+@shared_task(name="alerts.purge_webhook_messages")
+def purge_webhook_messages() -> int:
+    """Delete old delivered and failed outgoing webhooks. Safe to run twice."""
+    return webhook_delivery.purge_old_messages()
+
+
 @shared_task(name="alerts.process_consent_request", acks_late=True)
 def process_consent_request(request_id: int) -> None:
     """Apply a recorded signup (or other consent request) and send its confirmation.

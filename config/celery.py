@@ -57,6 +57,7 @@ app.conf.task_routes = {
     "alerts.purge_idempotency_keys": {"queue": "digests"},
     "alerts.deliver_webhook": {"queue": "webhooks"},
     "alerts.sweep_webhooks": {"queue": "webhooks"},
+    "alerts.purge_webhook_messages": {"queue": "digests"},
 }
 SWEEP_EVERY = 5.0  # seconds
 # One schedule for all periodic work. Every task here is idempotent, so a second beat
@@ -79,6 +80,8 @@ app.conf.beat_schedule = {
     "sweep-webhooks": {"task": "alerts.sweep_webhooks", "schedule": SWEEP_EVERY,
                        "options": {"queue": "webhooks", "expires": SWEEP_EVERY}},
     "purge-idempotency-keys": {"task": "alerts.purge_idempotency_keys", "schedule": crontab(hour=4, minute=7),
+                               "options": {"queue": "digests"}},
+    "purge-webhook-messages": {"task": "alerts.purge_webhook_messages", "schedule": crontab(hour=4, minute=17),
                                "options": {"queue": "digests"}},
 }
 

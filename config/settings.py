@@ -460,3 +460,6 @@ WEBHOOK_TIMEOUT_SECONDS: int = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
 WEBHOOK_RETRY_SECONDS: int = env.int("WEBHOOK_RETRY_SECONDS", default=10)
 WEBHOOK_MAX_DELAY_SECONDS: int = env.int("WEBHOOK_MAX_DELAY_SECONDS", default=3600)
 WEBHOOK_MAX_ATTEMPTS: int = env.int("WEBHOOK_MAX_ATTEMPTS", default=15)
+# Delivered and failed messages name readers, so they go after this many days (a month
+# to look into a receiver's complaint); erasing a reader scrubs their address at once.
+WEBHOOK_RETENTION_DAYS: int = env.int("WEBHOOK_RETENTION_DAYS", default=30)

@@ -106,3 +106,11 @@ def webhook_redeliver(*, message_ids: list[int]) -> int:
     for pk in message_ids:
         enqueue("alerts.deliver_webhook", message_id=pk)
     return count
+
+
+def purge_old_messages() -> int:
+    """Delete delivered and failed messages (and their attempts) older than
+    WEBHOOK_RETENTION_DAYS: they name readers. Safe to run at any time."""
+    cutoff = timezone.now() - timedelta(days=settings.WEBHOOK_RETENTION_DAYS)
+    deleted, _ = WebhookMessage.objects.filter(status__in=[M.DELIVERED, M.FAILED], created_at__lt=cutoff).delete()
+    return deleted

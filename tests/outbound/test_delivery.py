@@ -200,3 +200,27 @@ def test_the_admin_gives_each_endpoint_its_own_secret_and_redelivers(admin_clien
                                                                    "_selected_action": [message.pk]})
     assert response.status_code == 302
     assert WebhookMessage.objects.get(pk=message.pk).status == "pending"
+
+
+def test_erasing_a_reader_scrubs_their_address_from_the_outbox(receiver, endpoint_for):
+    from alerts.rights.erase import subscriber_erase
+
+    endpoint_for(E.SUBSCRIBER_UNSUBSCRIBED)
+    reader = make_subscriber("private@example.com")
+    subscriber_unsubscribe(subscriber_id=reader.pk, source="web", meta=RequestMeta())
+    assert "private@example.com" in WebhookMessage.objects.get().payload
+    subscriber_erase(subscriber_id=reader.pk)
+    assert "private@example.com" not in WebhookMessage.objects.get().payload
+
+
+def test_old_delivered_and_failed_messages_are_purged_and_waiting_ones_kept(endpoint_for, alert, settings):
+    from alerts.tasks import purge_webhook_messages
+
+    endpoint_for(E.ALERT_PUBLISHED, E.ALERT_CANCELLED)
+    alert_publish(alert_id=alert.pk)
+    alert_stop(alert_id=alert.pk)
+    old = timezone.now() - timedelta(days=settings.WEBHOOK_RETENTION_DAYS + 1)
+    WebhookMessage.objects.update(created_at=old)
+    WebhookMessage.objects.filter(event_type="alert.published").update(status="delivered")
+    assert purge_webhook_messages() == 1
+    assert list(WebhookMessage.objects.values_list("event_type", flat=True)) == ["alert.cancelled"]
