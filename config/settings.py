@@ -447,8 +447,9 @@ API_AUTH_FAILURES_PER_IP: str = env.str("API_AUTH_FAILURES_PER_IP", default="30/
 # How long an Idempotency-Key's first answer is replayed: a day, as the payment APIs
 # that made the header common keep theirs, longer than any client's retry loop.
 API_IDEMPOTENCY_HOURS: int = env.int("API_IDEMPOTENCY_HOURS", default=24)
-# The largest request body the API reads. An alert with every field full is about 25 KB.
-API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
+# The largest request body the API reads. An alert with every field full is about 25 KB,
+# and under 150 KB even from a client that escapes every character as \uXXXX.
+API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 
 # --- Outgoing webhooks --------------------------------------------------------------
 # How long one delivery waits for the receiver: a receiver should answer at once and do

@@ -187,3 +187,18 @@ def test_the_schema_and_its_docs_are_served_from_our_own_origin(client):
     assert "/static/ninja/swagger-ui-bundle.js" in page and "https://" not in page
     assert "script-src 'self'" in docs["Content-Security-Policy"]
     assert finders.find("ninja/swagger-ui-bundle.js")  # collected with the rest of our static files
+
+
+def test_an_alert_with_every_field_full_fits_the_body_limit_even_fully_escaped(cms):
+    import json
+
+    full = {"headline": "ж" * 200, "standfirst": "ж" * 400, "body": "ж" * 20000, "image_alt": "ж" * 200,
+            "url": "https://news.example.com/" + "a" * 470, "image_url": "https://img.example.com/" + "b" * 470,
+            "topics": [f"t{i}" for i in range(50)]}
+    for i in range(50):
+        Topic.objects.create(name=f"Topic {i}", slug=f"t{i}", position=i)
+    raw = json.dumps(full)  # ensure_ascii: every letter sent as \u0436
+    assert len(raw) > 100_000
+    response = cms.post(ALERTS, raw=raw)
+    assert response.status_code == 201, response.content[:300]
+    assert Alert.objects.get().body == "ж" * 20000
