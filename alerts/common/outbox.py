@@ -10,6 +10,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
+from datetime import timedelta
 
 from django.utils import timezone
 
@@ -35,9 +36,12 @@ def webhook_emit(event_type: str, data: dict | Callable[[], dict]) -> int:
     # The Standard Webhooks payload: type, timestamp, data.
     body = json.dumps({"type": event_type, "timestamp": timezone.now().isoformat(), "data": data},
                       separators=(",", ":"), default=str)
+    # Queued below once committed; the sweep queues it again only if that copy was lost.
+    requeue_at = timezone.now() + timedelta(seconds=60)
     messages = WebhookMessage.objects.bulk_create([
         WebhookMessage(endpoint=endpoint, message_id=f"msg_{secrets.token_urlsafe(18)}",
-                       event_type=event_type, payload=body) for endpoint in endpoints])
+                       event_type=event_type, payload=body, next_attempt_at=requeue_at)
+        for endpoint in endpoints])
     for message in messages:
         enqueue_on_commit("alerts.deliver_webhook", message_id=message.pk)
     logger.info("Webhook %s recorded for %d endpoint(s)", event_type, len(messages))

@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 M = WebhookMessage.Status
 USER_AGENT = "StopPress-Webhooks/1"
+# A message the sweep queued is not queued again for this long: the queue may be slow
+# behind a dead receiver's timeouts, and re-queueing every sweep would pile copies up.
+# A queued task lost with the broker is queued again after it.
+REQUEUE_AFTER = timedelta(seconds=60)
 
 
 def new_secret() -> str:
@@ -41,10 +45,11 @@ def signed_headers(*, secret: str, message_id: str, payload: str, at: datetime) 
 
 
 def webhook_deliver(*, message_id: int) -> bool:
-    """One attempt at one message. True if it was delivered now. Safe to run twice:
-    only one run can claim a message, and a delivered one is never claimed again."""
+    """One attempt at one message, now (the sweep and the emitter queue it when it is
+    due). True if it was delivered now. Safe to run twice: only one run can claim a
+    message, and a delivered one is never claimed again."""
     lease = timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 5)
-    claimed = WebhookMessage.objects.filter(pk=message_id, status=M.PENDING, next_attempt_at__lte=Now()).update(
+    claimed = WebhookMessage.objects.filter(pk=message_id, status=M.PENDING).update(
         status=M.SENDING, attempts=F("attempts") + 1, lease_expires_at=Now() + lease)
     if not claimed:
         return False
@@ -90,9 +95,10 @@ def webhooks_due(limit: int = 500) -> int:
     first enqueue was lost), after taking back claims whose lease ran out (a worker
     killed mid-call). Returns how many were queued. Safe to run at any time."""
     WebhookMessage.objects.filter(status=M.SENDING, lease_expires_at__lt=Now()).update(
-        status=M.PENDING, lease_expires_at=None)
+        status=M.PENDING, lease_expires_at=None, next_attempt_at=Now())
     due = list(WebhookMessage.objects.filter(status=M.PENDING, next_attempt_at__lte=Now())
                .order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
+    WebhookMessage.objects.filter(pk__in=due, status=M.PENDING).update(next_attempt_at=Now() + REQUEUE_AFTER)
     for pk in due:
         enqueue("alerts.deliver_webhook", message_id=pk)
     return len(due)
@@ -102,7 +108,7 @@ def webhook_redeliver(*, message_ids: list[int]) -> int:
     """Staff's "redeliver": send these messages again now, whatever became of them
     (the webhook-id stays, so the receiver can tell it is a repeat)."""
     count = WebhookMessage.objects.filter(pk__in=message_ids).filter(~Q(status=M.SENDING)).update(
-        status=M.PENDING, next_attempt_at=Now(), attempts=0)
+        status=M.PENDING, next_attempt_at=Now() + REQUEUE_AFTER, attempts=0)
     for pk in message_ids:
         enqueue("alerts.deliver_webhook", message_id=pk)
     return count

@@ -224,3 +224,14 @@ def test_old_delivered_and_failed_messages_are_purged_and_waiting_ones_kept(endp
     WebhookMessage.objects.filter(event_type="alert.published").update(status="delivered")
     assert purge_webhook_messages() == 1
     assert list(WebhookMessage.objects.values_list("event_type", flat=True)) == ["alert.cancelled"]
+
+
+def test_the_sweep_queues_a_due_message_once_not_at_every_sweep(endpoint_for, alert):
+    endpoint_for(E.ALERT_PUBLISHED)
+    alert_publish(alert_id=alert.pk)
+    assert webhooks_due() == 0  # just queued by the emitter
+    WebhookMessage.objects.update(next_attempt_at=timezone.now())  # that copy was lost
+    assert webhooks_due() == 1
+    assert webhooks_due() == 0  # queued; not again while the queue is slow
+    WebhookMessage.objects.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    assert webhooks_due() == 1  # a minute on, presumed lost too
