@@ -66,6 +66,12 @@ Embargo = Annotated[AwareDatetime, AfterValidator(_future)]
 
 
 class AlertIn(Schema):
+    model_config = {"json_schema_extra": {"examples": [
+        {"headline": "North Korea fires two ballistic missiles", "standfirst": "Launches come hours before the summit",
+         "url": "https://news.example.com/world/north-korea-missiles", "topics": ["world"], "status": "published"},
+        {"headline": "Budget: what it means for you", "status": "draft"},
+    ]}}
+
     headline: Annotated[Line, Field(min_length=1, max_length=200, description="The email's subject.")]
     standfirst: Annotated[Line, Field(max_length=400, description="Preheader and summary.")] = ""
     body: Annotated[str, Field(max_length=20000), AfterValidator(_paragraphs)] = ""
