@@ -696,6 +696,10 @@ class WebhookEndpoint(models.Model):
     events = models.JSONField(default=list, help_text="The events this endpoint is sent.")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # While the endpoint fails, one message at a time probes it, after a doubling pause;
+    # its other messages wait rather than each spend a timeout (outbound/delivery.py).
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    paused_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]

@@ -1,9 +1,14 @@
 """Deliver one outbox message: claim it, POST it signed per the Standard Webhooks spec
 (webhook-id, webhook-timestamp, webhook-signature, made by the `standardwebhooks`
-package with the endpoint's secret), and record the outcome. A failure (no answer, a
-timeout, anything but 2xx) is tried again with a doubling backoff from
-WEBHOOK_RETRY_SECONDS, up to WEBHOOK_MAX_ATTEMPTS; the sweep (`webhooks_due`) queues
-what is due, and takes back a claim whose worker died."""
+package with the endpoint's secret), and record the outcome.
+
+A failure (no answer, a timeout, anything but 2xx) pauses the endpoint for a doubling
+delay from WEBHOOK_RETRY_SECONDS up to WEBHOOK_MAX_DELAY_SECONDS: while it is paused
+none of its messages is claimed, so a dead receiver costs one timeout per pause, not
+one per message, and never holds up the other endpoints' messages; the first message
+after the pause probes it, and a success lifts the pause for all of them. A message
+is given up after WEBHOOK_MAX_ATTEMPTS. The sweep (`webhooks_due`) queues what is due,
+and takes back a claim whose worker died."""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from ..common.queueing import enqueue
-from ..models import WebhookAttempt, WebhookMessage
+from ..models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ USER_AGENT = "StopPress-Webhooks/1"
 # behind a dead receiver's timeouts, and re-queueing every sweep would pile copies up.
 # A queued task lost with the broker is queued again after it.
 REQUEUE_AFTER = timedelta(seconds=60)
+OPEN_ENDPOINT = Q(endpoint__paused_until__isnull=True) | Q(endpoint__paused_until__lte=Now())
 
 
 def new_secret() -> str:
@@ -49,7 +55,7 @@ def webhook_deliver(*, message_id: int) -> bool:
     due). True if it was delivered now. Safe to run twice: only one run can claim a
     message, and a delivered one is never claimed again."""
     lease = timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 5)
-    claimed = WebhookMessage.objects.filter(pk=message_id, status=M.PENDING).update(
+    claimed = WebhookMessage.objects.filter(OPEN_ENDPOINT, pk=message_id, status=M.PENDING).update(
         status=M.SENDING, attempts=F("attempts") + 1, lease_expires_at=Now() + lease)
     if not claimed:
         return False
@@ -69,6 +75,11 @@ def webhook_deliver(*, message_id: int) -> bool:
         WebhookMessage.objects.filter(pk=message.pk, status=M.SENDING).update(
             status=M.DELIVERED, delivered_at=Now(), last_status_code=response.status_code, last_error="",
             lease_expires_at=None)
+        if WebhookEndpoint.objects.filter(pk=message.endpoint_id, consecutive_failures__gt=0).update(
+                consecutive_failures=0, paused_until=None):
+            # The probe got through: what waited behind the pause is due at once.
+            WebhookMessage.objects.filter(endpoint_id=message.endpoint_id, status=M.PENDING).update(
+                next_attempt_at=Now())
         logger.info("Webhook %s delivered to endpoint %s", message.message_id, message.endpoint_id)
         return True
     return _failed(message, response.status_code, response.text[:200])
@@ -81,10 +92,14 @@ def _log_attempt(message: WebhookMessage, started: float, status_code: int | Non
 
 def _failed(message: WebhookMessage, status_code: int | None, error: str) -> bool:
     give_up = message.attempts >= settings.WEBHOOK_MAX_ATTEMPTS
-    delay = min(settings.WEBHOOK_RETRY_SECONDS * 2 ** (message.attempts - 1), settings.WEBHOOK_MAX_DELAY_SECONDS)
+    failures = message.endpoint.consecutive_failures + 1
+    delay = min(settings.WEBHOOK_RETRY_SECONDS * 2 ** (failures - 1), settings.WEBHOOK_MAX_DELAY_SECONDS)
+    retry_at = timezone.now() + timedelta(seconds=delay)
+    WebhookEndpoint.objects.filter(pk=message.endpoint_id).update(
+        consecutive_failures=F("consecutive_failures") + 1, paused_until=retry_at)
     WebhookMessage.objects.filter(pk=message.pk, status=M.SENDING).update(
         status=M.FAILED if give_up else M.PENDING, last_status_code=status_code, last_error=error[:400],
-        next_attempt_at=timezone.now() + timedelta(seconds=delay), lease_expires_at=None)
+        next_attempt_at=retry_at, lease_expires_at=None)
     logger.warning("Webhook %s to endpoint %s failed (attempt %d%s): %s", message.message_id,
                    message.endpoint_id, message.attempts, ", giving up" if give_up else "", error[:200])
     return False
@@ -96,7 +111,7 @@ def webhooks_due(limit: int = 500) -> int:
     killed mid-call). Returns how many were queued. Safe to run at any time."""
     WebhookMessage.objects.filter(status=M.SENDING, lease_expires_at__lt=Now()).update(
         status=M.PENDING, lease_expires_at=None, next_attempt_at=Now())
-    due = list(WebhookMessage.objects.filter(status=M.PENDING, next_attempt_at__lte=Now())
+    due = list(WebhookMessage.objects.filter(OPEN_ENDPOINT, status=M.PENDING, next_attempt_at__lte=Now())
                .order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
     WebhookMessage.objects.filter(pk__in=due, status=M.PENDING).update(next_attempt_at=Now() + REQUEUE_AFTER)
     for pk in due:
@@ -109,6 +124,7 @@ def webhook_redeliver(*, message_ids: list[int]) -> int:
     (the webhook-id stays, so the receiver can tell it is a repeat)."""
     count = WebhookMessage.objects.filter(pk__in=message_ids).filter(~Q(status=M.SENDING)).update(
         status=M.PENDING, next_attempt_at=Now() + REQUEUE_AFTER, attempts=0)
+    WebhookEndpoint.objects.filter(messages__pk__in=message_ids).update(paused_until=None)
     for pk in message_ids:
         enqueue("alerts.deliver_webhook", message_id=pk)
     return count

@@ -12,7 +12,7 @@ from django.utils import timezone
 from alerts.common.addresses import email_hmac
 from alerts.common.consent import RequestMeta
 from alerts.common.suppression import suppression_add
-from alerts.models import Alert, Batch, WebhookEndpoint, WebhookMessage
+from alerts.models import Alert, Batch, WebhookAttempt, WebhookEndpoint, WebhookMessage
 from alerts.outbound.delivery import webhook_deliver, webhook_redeliver, webhooks_due
 from alerts.publishing.fanout import alert_finish_if_done
 from alerts.publishing.services import alert_publish, alert_stop
@@ -22,6 +22,13 @@ from tests.factories import make_subscriber
 pytestmark = pytest.mark.django_db(transaction=True)  # events are queued after the commit
 
 E = WebhookEndpoint.Event
+
+
+def time_passes() -> None:
+    """Every retry and every endpoint's pause is due now."""
+    past = timezone.now() - timedelta(seconds=1)
+    WebhookMessage.objects.filter(status="pending").update(next_attempt_at=past)
+    WebhookEndpoint.objects.update(paused_until=past)
 
 
 def deliver_all() -> int:
@@ -113,15 +120,17 @@ def test_a_receiver_that_is_down_gets_the_event_later_once(receiver, endpoint_fo
 
     receiver.start()
     receiver.status = 503  # up, but failing
-    WebhookMessage.objects.update(next_attempt_at=timezone.now())
+    time_passes()
     assert deliver_all() == 0
     message.refresh_from_db()
     assert message.attempts == 2 and message.last_status_code == 503
     assert message.next_attempt_at - timezone.now() > timedelta(seconds=1)  # the backoff doubled
+    assert WebhookEndpoint.objects.get().consecutive_failures == 2
 
     receiver.status = 200
-    WebhookMessage.objects.update(next_attempt_at=timezone.now())
+    time_passes()
     assert deliver_all() == 1
+    assert WebhookEndpoint.objects.get().paused_until is None
     assert deliver_all() == 0 and webhooks_due() == 0
     ok = [headers for headers, _ in receiver.received if receiver.verified(endpoint.secret)]
     assert len({headers["webhook-id"] for headers in ok}) == 1  # the same message each time
@@ -137,7 +146,7 @@ def test_it_gives_up_after_the_last_attempt(receiver, endpoint_for, alert, setti
     endpoint_for(E.ALERT_PUBLISHED)
     alert_publish(alert_id=alert.pk)
     for _ in range(3):
-        WebhookMessage.objects.filter(status="pending").update(next_attempt_at=timezone.now())
+        time_passes()
         deliver_all()
     message = WebhookMessage.objects.get()
     assert message.status == "failed" and message.attempts == 2
@@ -230,8 +239,27 @@ def test_the_sweep_queues_a_due_message_once_not_at_every_sweep(endpoint_for, al
     endpoint_for(E.ALERT_PUBLISHED)
     alert_publish(alert_id=alert.pk)
     assert webhooks_due() == 0  # just queued by the emitter
-    WebhookMessage.objects.update(next_attempt_at=timezone.now())  # that copy was lost
+    time_passes()  # that copy was lost
     assert webhooks_due() == 1
     assert webhooks_due() == 0  # queued; not again while the queue is slow
     WebhookMessage.objects.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
     assert webhooks_due() == 1  # a minute on, presumed lost too
+
+
+def test_a_dead_endpoint_is_probed_with_one_message_and_holds_back_no_other_endpoint(receiver, endpoint_for, world):
+    receiver.start()
+    dead = endpoint_for(E.ALERT_PUBLISHED, url="http://127.0.0.1:9/down")
+    alive = endpoint_for(E.ALERT_PUBLISHED)
+    for i in range(5):
+        alert_publish(alert_id=Alert.objects.create(headline=f"Story {i}").pk)
+    deliver_all()
+    assert WebhookMessage.objects.filter(endpoint=alive, status="delivered").count() == 5
+    assert WebhookAttempt.objects.filter(message__endpoint=dead).count() == 1  # one probe, not five
+    assert WebhookMessage.objects.filter(endpoint=dead, attempts=0, status="pending").count() == 4
+    assert webhooks_due() == 0  # the paused endpoint's messages are not even queued
+
+    WebhookEndpoint.objects.filter(pk=dead.pk).update(url=receiver.url)  # it is back
+    time_passes()
+    assert webhooks_due() == 5
+    deliver_all()
+    assert WebhookMessage.objects.filter(endpoint=dead, status="delivered").count() == 5
