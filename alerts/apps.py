@@ -12,4 +12,6 @@ class AlertsConfig(AppConfig):
         # Registers the system checks, connects the provider tracking receiver, and
         # registers every Celery task: services queue tasks by name, and only a worker
         # runs Celery's own autodiscovery, so a web process would not know the names.
+        # Also connects the observability hooks on Celery's task signals.
         from . import checks, tasks, tracking  # noqa: F401
+        from .observability import celery_signals  # noqa: F401

@@ -92,6 +92,24 @@ def debug_is_local_only(app_configs, **kwargs) -> list[Error]:
     )]
 
 
+@register()
+def fallback_provider_loads(app_configs, **kwargs) -> list[Error]:
+    """A fallback provider that cannot even be loaded would only be found out in the
+    outage it is there for."""
+    path = settings.EMAIL_BACKEND_FALLBACK
+    if not path:
+        return []
+    from django.utils.module_loading import import_string
+
+    try:
+        import_string(path)
+    except ImportError as error:
+        return [Error(f"EMAIL_BACKEND_FALLBACK cannot be loaded: {error}",
+                      hint="Name an email backend class, e.g. anymail.backends.sendgrid.EmailBackend.",
+                      id="stoppress.E020")]
+    return []
+
+
 def refuse_to_start_on_security_errors() -> None:
     """For servers that run no checks of their own (gunicorn loads config.wsgi):
     raise ImproperlyConfigured on any security error, as `runserver` and `migrate`

@@ -1,4 +1,11 @@
-"""The health endpoint for load balancers and monitoring: database and broker."""
+"""The health endpoints for load balancers, orchestrators and monitoring.
+
+- /healthz/live: liveness, the process answers (touches nothing else, so a database
+  outage does not make an orchestrator restart every web process);
+- /healthz/ready: readiness, the database and the broker are reachable (503 naming
+  what is down), so a load balancer stops sending requests the app cannot serve;
+- /healthz/: the same as ready, kept for existing monitors.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,20 @@ from django.views.decorators.http import require_GET
 from kombu import Connection
 
 logger = logging.getLogger(__name__)
+
+
+@never_cache
+@require_GET
+def live(request: HttpRequest) -> JsonResponse:
+    """The process answers."""
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def ready(request: HttpRequest) -> JsonResponse:
+    """Database and broker reachability: 200, or 503 naming what is down."""
+    return healthz(request)
 
 
 @never_cache

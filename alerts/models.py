@@ -316,6 +316,11 @@ class Alert(models.Model):
     cut_by = models.CharField(max_length=64, blank=True)
     cut_fence = models.PositiveIntegerField(default=0)
     cut_lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # --- Failover ---
+    # When this alert's remaining batches went to EMAIL_BACKEND_FALLBACK because the
+    # primary provider had been failing for FAILOVER_AFTER_SECONDS. Per alert: the
+    # next alert starts on the primary again (alerts/sending/failover.py).
+    failover_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -406,6 +411,11 @@ class Batch(models.Model):
     # call the same id), kept here once rather than on each of its ledger rows.
     message_id = models.CharField(max_length=200, blank=True)
     last_error = models.TextField(blank=True)
+    # --- Failover ---
+    # The provider that sent the batch (its anymail name, "SMTP", or with " (fallback)"
+    # when the fallback is the same kind of backend): one call's worth of readers goes
+    # through one provider, so the ledger's rows say who sent them through their batch.
+    provider = models.CharField(max_length=60, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -597,8 +607,23 @@ class TrackingEvent(models.Model):
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     received_at = models.DateTimeField(default=timezone.now)
 
+    # --- Observability: which alert an event was about, and the reader's mailbox
+    # provider (alerts/observability/), set as the event is received, so that an
+    # alert's time to inbox and engagement are one indexed query. No foreign-key
+    # constraint: an event row is written for every recipient of every alert, and the
+    # retention purge removes events by age, not with their alert.
+    alert = models.ForeignKey(Alert, on_delete=models.DO_NOTHING, null=True, blank=True,
+                              db_constraint=False, db_index=False, related_name="+")
+    # "gmail", "microsoft", "yahoo", "apple" or "other": the recipient's domain, grouped.
+    mailbox = models.CharField(max_length=12, blank=True, default="")
+
     class Meta:
-        indexes = [models.Index(fields=["recipient_hmac", "event_type", "occurred_at"])]
+        indexes = [
+            models.Index(fields=["recipient_hmac", "event_type", "occurred_at"]),
+            # Observability: one alert's events of one kind (time to inbox, engagement).
+            models.Index(fields=["alert", "event_type", "occurred_at"], name="tracking_event_by_alert",
+                         condition=Q(alert__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"

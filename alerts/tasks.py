@@ -16,6 +16,7 @@ from .common.queueing import enqueue
 from .digests import schedule as digest_schedule
 from .digests import send as digest_send
 from .outbound import delivery as webhook_delivery
+from .observability import deliverability
 from .publishing import fanout
 from .rights import retention
 from .rights.links import data_link_send
@@ -164,3 +165,13 @@ def send_data_link(subscriber_id: int, purpose: str) -> None:
     """Email a single-use link to download ("export") or erase ("erase") one's data.
     Running twice is harmless: the cooldown lets one through."""
     data_link_send(subscriber_id=subscriber_id, purpose=purpose)
+
+
+# --- Observability ---------------------------------------------------------------------
+
+
+@shared_task(name="alerts.check_deliverability")
+def check_deliverability() -> None:
+    """Recompute the last 24 hours' complaint and bounce rates, logging a WARNING while
+    complaints are above DELIVERABILITY_COMPLAINT_WARN. Read-only: safe to run any time."""
+    deliverability.rolling_rates(fresh=True)

@@ -25,6 +25,7 @@ from .common.addresses import email_hmac
 from .common.consent import RequestMeta
 from .common.suppression import suppression_add
 from .models import Batch, ConsentEvent, Delivery, Subscriber, Suppression, TrackingEvent
+from .observability import time_to_inbox as observed
 from .subscribers.services import subscriber_unsubscribe
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def handle_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **
     recipient = event.recipient if isinstance(event.recipient, str) else ""
     if kind not in DELIVERY_STATUS or "@" not in recipient or len(recipient) > 320:
         logger.debug("Ignored %s event from %s", event.event_type, esp_name)
+        observed.count_event(esp_name, kind, "ignored")
         return
     recipient_hmac = email_hmac(recipient)
     subscriber_id = (
@@ -81,9 +83,11 @@ def handle_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **
     )
     if subscriber_id is None:
         logger.info("Ignored %s event from %s for an unknown address", kind, esp_name)
+        observed.count_event(esp_name, kind, "unknown_address")
         return
-    apply_event(event, kind=kind, esp_name=esp_name, subscriber_id=subscriber_id,
-                recipient_hmac=recipient_hmac)
+    applied = apply_event(event, kind=kind, esp_name=esp_name, subscriber_id=subscriber_id,
+                          recipient_hmac=recipient_hmac)
+    observed.count_event(esp_name, kind, "applied" if applied else "replayed")
 
 
 def _accepting(esp_name: str) -> bool:
@@ -125,26 +129,30 @@ def apply_event(
     """Record and apply one matched event. Returns False if it was a replay."""
     occurred_at = event.timestamp if isinstance(event.timestamp, datetime) else timezone.now()
     message_id = str(event.message_id or "")[:200]
+    # Observability: the event's alert and mailbox provider (alerts/observability/).
+    arrival = observed.arrival_of(message_id, event.recipient)
     with transaction.atomic():
         if not _record_once(event, kind=kind, esp_name=esp_name, recipient_hmac=recipient_hmac,
-                            message_id=message_id, occurred_at=occurred_at):
+                            message_id=message_id, occurred_at=occurred_at, arrival=arrival):
             logger.info("Ignored a replayed %s event from %s", kind, esp_name)
             return False
         _update_delivery(message_id, recipient_hmac, DELIVERY_STATUS[kind])
         _apply_consequences(event, kind=kind, esp_name=esp_name, subscriber_id=subscriber_id,
                             recipient_hmac=recipient_hmac)
+    if kind == EventType.DELIVERED:
+        observed.observe_arrival(arrival, occurred_at)
     return True
 
 
 def _record_once(event: AnymailTrackingEvent, *, kind: str, esp_name: str, recipient_hmac: str,
-                 message_id: str, occurred_at: datetime) -> bool:
+                 message_id: str, occurred_at: datetime, arrival: observed.Arrival) -> bool:
     _, created = TrackingEvent.objects.get_or_create(
         event_id=event_key(event, esp_name),
         defaults={
             "event_type": kind, "message_id": message_id, "recipient_hmac": recipient_hmac,
             "reject_reason": str(event.reject_reason or "")[:40],
             "description": _scrubbed(event.description or event.mta_response or "")[:400],
-            "occurred_at": occurred_at,
+            "occurred_at": occurred_at, "alert_id": arrival.alert_id, "mailbox": arrival.mailbox,
         },
     )
     return created

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.urls import path
 
 from . import health
+from .observability import views as observability
 from .rights import views as rights
 from .signup import views as signup
 from .subscribers import views as subscribers
@@ -20,6 +21,9 @@ urlpatterns = [
     path("confirm/<str:token>/resend/", signup.confirm_resend, name="confirm_resend"),
     path("privacy/", rights.privacy, name="privacy"),
     path("healthz/", health.healthz, name="healthz"),
+    path("healthz/live", health.live, name="healthz_live"),
+    path("healthz/ready", health.ready, name="healthz_ready"),
+    path("metrics", observability.metrics, name="metrics"),
     path("u/<str:token>/", subscribers.unsubscribe, name="unsubscribe"),
     path("u/<str:token>/undo/", subscribers.unsubscribe_undo, name="unsubscribe_undo"),
     path("preferences/", subscribers.preferences_request, name="preferences_request"),

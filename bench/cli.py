@@ -93,6 +93,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fail-rate", type=float, default=0.0, metavar="P",
                         help="Mailgun only: answer this share of API calls with HTTP 500, to"
                              " exercise retries (duplicates and missing must stay 0)")
+    parser.add_argument("--fallback", choices=sorted(set(FAKES) - {"smtp", "smtp-aiosmtpd"}), default=None,
+                        help="EMAIL_BACKEND_FALLBACK: a second provider's fake (failover)")
+    parser.add_argument("--primary-fails-after", type=float, default=None, metavar="SHARE",
+                        help="with --fallback: the primary's fake answers 503 to every call once it"
+                             " has accepted this share of the audience (e.g. 0.3)")
+    parser.add_argument("--failover-after", type=float, default=None, metavar="S",
+                        help="FAILOVER_AFTER_SECONDS for the workers (default: the setting's default)")
+    parser.add_argument("--send-rate", type=float, default=0, metavar="N",
+                        help="EMAIL_SEND_RATE for the workers, recipients a second (default: no limit)")
     parser.add_argument("--kill-child-at", type=float, default=None, metavar="S",
                         help="SIGKILL one worker pool child S seconds after publishing, to exercise"
                              " crash recovery (sets BATCH_LEASE_SECONDS=10 unless it is set)")
@@ -109,6 +118,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--subscribers, --workers, --concurrency and --runs must be at least 1")
     if args.fail_rate and args.backend != "mailgun":
         parser.error("--fail-rate needs --backend mailgun")
+    if args.primary_fails_after is not None and (not args.fallback or args.backend.startswith("smtp")):
+        parser.error("--primary-fails-after needs --fallback and an API provider as --backend")
+    if args.fallback and (args.fallback == args.backend or args.backend.startswith("smtp")):
+        parser.error("--fallback needs an API provider as --backend, and another one as itself")
     return args
 
 def run(args: argparse.Namespace, procs: Processes) -> dict:
@@ -118,6 +131,10 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
         os.environ.setdefault("BATCH_LEASE_SECONDS", "10")
     if args.batch_size:
         os.environ["FANOUT_BATCH_SIZE"] = str(args.batch_size)
+    if args.send_rate:
+        os.environ["EMAIL_SEND_RATE"] = str(args.send_rate)
+    if args.failover_after is not None:
+        os.environ["FAILOVER_AFTER_SECONDS"] = str(args.failover_after)
     env = dict(os.environ)
     run_dir = RESULTS / f"{datetime.now():%Y%m%d-%H%M%S}-{args.mode}-{args.backend}-{args.subscribers}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -145,14 +162,25 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     redis.Redis.from_url(f"{REDIS_SERVER}/{CACHE_DB}").flushdb()
 
     port, record, fake = start_fake(procs, args.backend, run_dir)
-    workers = start_workers(procs, args, {**env, **backend_env(args.backend, port)}, run_dir)
+    worker_env = {**env, **backend_env(args.backend, port)}
+    fallback_port = fallback_pid = None
+    if args.fallback:
+        # The fallback's fake appends to the same record file: one list of who got it.
+        fallback_port, _, fallback_fake = start_fake(procs, args.fallback, run_dir, record=record,
+                                                     log_name="fake-fallback.log")
+        fallback_pid = fallback_fake.pid
+        fallback = backend_env(args.fallback, fallback_port)
+        worker_env.update(fallback, EMAIL_BACKEND=worker_env["EMAIL_BACKEND"],
+                          EMAIL_BACKEND_FALLBACK=fallback["EMAIL_BACKEND"])
+    workers = start_workers(procs, args, worker_env, run_dir)
     wait_for_workers(app, workers, procs)
     if args.warmup:
         warm_up(broker, rounds=2 * args.workers * args.concurrency)
     if args.fail_rate:
         mailgun_control(port, {"failure_rate": args.fail_rate, "status": 500, "seed": 1})
     profilers = start_profilers(procs, workers, run_dir) if args.py_spy else []
-    setup = Setup(args, seed, record, port, [proc.pid for _, proc in workers], fake.pid, procs)
+    setup = Setup(args, seed, record, port, [proc.pid for _, proc in workers], fake.pid, procs,
+                  fallback_port, fallback_pid)
     runs = []
     for number in range(1, args.runs + 1):
         if number > 1:
@@ -177,6 +205,9 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
         "settings": args.settings,
         "fail_rate": args.fail_rate,
         "kill_child_at": args.kill_child_at,
+        "fallback": args.fallback,
+        "primary_fails_after": args.primary_fails_after,
+        "send_rate_limit": args.send_rate,
         "runs": runs,
         "best_last_handoff_s": min((r["last_handoff_s"] for r in runs if r["last_handoff_s"]), default=None),
         "best_first_handoff_s": min((r["first_handoff_s"] for r in runs if r["first_handoff_s"]), default=None),
@@ -204,17 +235,25 @@ class Setup:
     worker_pids: list[int]
     fake_pid: int
     procs: Processes
+    fallback_port: int | None = None
+    fallback_pid: int | None = None
 
 
 def measure_once(setup: Setup, number: int) -> dict:
     """Publish one alert and measure it; returns this run's figures."""
     args, expected = setup.args, setup.seed.eligible
     background = background_load(args.quiet_below, args.max_quiet_wait)
-    sampler = ProcessSampler({"workers": setup.worker_pids, "fake": [setup.fake_pid], **service_pids()})
+    fakes = [setup.fake_pid] + ([setup.fallback_pid] if setup.fallback_pid else [])
+    sampler = ProcessSampler({"workers": setup.worker_pids, "fake": fakes, **service_pids()})
     sampler.sample()
     idle_rss = sampler.peak_single
     offset = setup.record.stat().st_size
     before = mailgun_stats(setup.port) if not args.backend.startswith("smtp") else {}
+    before_fallback = mailgun_stats(setup.fallback_port) if setup.fallback_port else {}
+    if args.primary_fails_after is not None:
+        clear_failover_record()
+        mailgun_control(setup.port, {"fail_after_recipients":
+                                     before.get("recipients", 0) + int(expected * args.primary_fails_after)})
     job = AlertJob() if args.mode == "alert" else DigestJob()
     job.prepare()
     what = "publishing an alert" if args.mode == "alert" else "ticking daily digests"
@@ -232,11 +271,30 @@ def measure_once(setup: Setup, number: int) -> dict:
     # The fake counts from its start; this run's share is the difference.
     # (Its unique/duplicate counts span all runs, so they are left out.)
     stats = {k: stats[k] - before.get(k, 0) for k in ("calls", "recipients", "rejected") if k in stats}
+    failover = None
+    if setup.fallback_port:
+        primary_last = mailgun_stats(setup.port).get("last_accepted_at")
+        after = mailgun_stats(setup.fallback_port)
+        if args.primary_fails_after is not None:
+            mailgun_control(setup.port, {"fail_after_recipients": None})
+        last_handoff_epoch = t0 + seen.last_handoff_s if seen.last_handoff_s else None
+        failover = {
+            "primary_recipients": stats.get("recipients"),
+            "fallback_recipients": after.get("recipients", 0) - before_fallback.get("recipients", 0),
+            "fallback_calls": after.get("calls", 0) - before_fallback.get("calls", 0),
+            "primary_rejected_calls": stats.get("rejected"),
+            # The primary's first refusal comes right after its last acceptance.
+            "first_failure_s": _round(primary_last - t0) if primary_last else None,
+            "first_failure_to_last_handoff_s": _round(last_handoff_epoch - primary_last)
+            if primary_last and last_handoff_epoch and args.primary_fails_after is not None else None,
+        }
     checked = verify(job, args.mode, setup.record, offset, args.backend)
     summary = job.summary(t0)
     complete = checked["missing"] == 0 and seen.last_handoff_s
     figures = {
         "run": number,
+        "failover": failover,
+        "send_rate": _send_rate(args.send_rate, checked["unique_recorded"], seen),
         "ended_because": seen.ended_because,
         "killed_pool_child": seen.killed,
         "first_handoff_s": _round(seen.first_handoff_s),
@@ -271,6 +329,26 @@ def measure_once(setup: Setup, number: int) -> dict:
           f" duplicates {figures['duplicates']}, missing {figures['missing']}, unexpected {figures['unexpected']},"
           f" machine busy before {background['cpu_percent']}%: {seen.ended_because}", flush=True)
     return figures
+
+
+def clear_failover_record() -> None:
+    """Forget the primary's health (alerts/sending/failover.py) before a run that breaks it."""
+    import redis
+
+    client = redis.Redis.from_url(f"{REDIS_SERVER}/{CACHE_DB}")
+    for key in client.scan_iter("stoppress:failover:*"):
+        client.delete(key)
+
+
+def _send_rate(limit: float, recorded: int, seen) -> dict | None:
+    """With EMAIL_SEND_RATE: the rate measured between the first hand-off and the last,
+    leaving out the bucket's one-second burst at the start (it is full when a send
+    begins), and how far that is from the limit."""
+    if not limit or not seen.last_handoff_s or seen.last_handoff_s <= seen.first_handoff_s:
+        return None
+    steady = max(recorded - limit, 0) / (seen.last_handoff_s - seen.first_handoff_s)
+    return {"limit": limit, "measured": round(steady, 1), "off_by_percent": round(100 * (steady - limit) / limit, 2),
+            "overall": round(recorded / seen.last_handoff_s, 1)}
 
 
 def median_run(runs: list[dict]) -> dict:

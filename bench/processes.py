@@ -73,7 +73,7 @@ FAKES = {
     "sendgrid": "tests.fakes.sendgrid",
     "postmark": "tests.fakes.postmark", "mandrill": "tests.fakes.mandrill", "mailjet": "tests.fakes.mailjet",
     "sparkpost": "tests.fakes.sparkpost", "brevo": "tests.fakes.brevo", "unisender_go": "tests.fakes.unisender_go",
-    "resend": "tests.fakes.resend",
+    "resend": "tests.fakes.resend", "amazon_ses": "tests.fakes.amazon_ses",
 }
 _API_PATHS = {"sendgrid": "/v3/", "postmark": "/", "mandrill": "/api/1.0", "mailjet": "/v3.1/",
               "sparkpost": "/api/v1/", "brevo": "/v3/", "unisender_go": "/ru/transactional/api/v1/", "resend": "/"}
@@ -83,6 +83,13 @@ _KEY_NAMES = {"sendgrid": "SENDGRID_API_KEY", "postmark": "POSTMARK_SERVER_TOKEN
 
 
 def backend_env(backend: str, port: int) -> dict[str, str]:
+    if backend == "amazon_ses":
+        return {
+            "EMAIL_BACKEND": "anymail.backends.amazon_ses.EmailBackend",
+            "AMAZON_SES_CLIENT_PARAMS": json.dumps({
+                "endpoint_url": f"http://127.0.0.1:{port}", "region_name": "eu-west-1",
+                "aws_access_key_id": API_KEY, "aws_secret_access_key": "bench-secret"}),
+        }
     if backend == "mailgun":
         return {
             "EMAIL_BACKEND": "anymail.backends.mailgun.EmailBackend",
@@ -162,20 +169,21 @@ def signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def start_fake(procs: Processes, backend: str, run_dir: Path,
-               extra: tuple[str, ...] = ()) -> tuple[int, Path, subprocess.Popen]:
+               extra: tuple[str, ...] = (), *, record: Path | None = None,
+               log_name: str = "fake.log") -> tuple[int, Path, subprocess.Popen]:
     """Start the fake provider on a free port, with `extra` options; return (port,
-    record file, process)."""
-    record = run_dir / "accepted.tsv"
+    record file, process). A second fake (the fallback) may share the first's record."""
+    record = record or run_dir / "accepted.tsv"
     record.touch()
     cmd = [sys.executable, "-m", FAKES[backend], "--port", "0", "--record", str(record), *extra]
     if not backend.startswith("smtp"):
         cmd += ["--api-key", API_KEY]
-    proc = procs.start(f"fake {backend}", cmd, dict(os.environ), run_dir / "fake.log", stdout_pipe=True)
+    proc = procs.start(f"fake {backend}", cmd, dict(os.environ), run_dir / log_name, stdout_pipe=True)
     ready, _, _ = select.select([proc.stdout], [], [], 15)
     line = proc.stdout.readline().decode() if ready else ""
     match = re.search(r":(\d+)(/|$)", line.strip())
     if not match:
-        raise RuntimeError(f"fake {backend} did not start: {line!r}; see {run_dir / 'fake.log'}")
+        raise RuntimeError(f"fake {backend} did not start: {line!r}; see {run_dir / log_name}")
     return int(match[1]), record, proc
 
 

@@ -75,6 +75,14 @@ def reproduce_command(args: argparse.Namespace) -> str:
         parts += ["--kill-child-at", str(args.kill_child_at)]
     if args.py_spy:
         parts.append("--py-spy")
+    if args.fallback:
+        parts += ["--fallback", args.fallback]
+    if args.primary_fails_after is not None:
+        parts += ["--primary-fails-after", str(args.primary_fails_after)]
+    if args.failover_after is not None:
+        parts += ["--failover-after", str(args.failover_after)]
+    if args.send_rate:
+        parts += ["--send-rate", str(args.send_rate)]
     return shlex.join(parts)
 
 
@@ -118,6 +126,17 @@ def print_report(result: dict) -> None:
         (f"{row} finished_at", fmt_s(a["finished_at_s"])),
         ("batches", ", ".join(f"{k} {x['n']} (max attempts {x['max_attempts']})" for k, x in a["batches"].items())),
     ]
+    if result.get("failover"):
+        f = result["failover"]
+        rows[3:3] = [("failover: primary / fallback", (
+            f"{f['primary_recipients'] or 0:,} / {f['fallback_recipients']:,} recipients"
+            f" ({f['primary_rejected_calls'] or 0:,} primary calls refused, {f['fallback_calls']:,} fallback calls)")),
+            ("failover: first failure to last hand-off", fmt_s(f["first_failure_to_last_handoff_s"]))]
+    if result.get("send_rate"):
+        r = result["send_rate"]
+        rows[3:3] = [("send rate: limit / measured", (
+            f"{r['limit']:,.0f} / {r['measured']:,.1f} a second ({r['off_by_percent']:+.2f}%;"
+            f" {r['overall']:,.1f} counting the first second's burst)"))]
     if len(result["runs"]) > 1:
         rows[2:2] = [("runs (median shown)", "; ".join(
             f"#{r['run']} {fmt_s(r['first_handoff_s'])} / {fmt_s(r['last_handoff_s'])}"

@@ -58,6 +58,7 @@ app.conf.task_routes = {
     "alerts.deliver_webhook": {"queue": "webhooks"},
     "alerts.sweep_webhooks": {"queue": "webhooks"},
     "alerts.purge_webhook_messages": {"queue": "digests"},
+    "alerts.check_deliverability": {"queue": "digests"},
 }
 SWEEP_EVERY = 5.0  # seconds
 # One schedule for all periodic work. Every task here is idempotent, so a second beat
@@ -83,6 +84,9 @@ app.conf.beat_schedule = {
                                "options": {"queue": "digests"}},
     "purge-webhook-messages": {"task": "alerts.purge_webhook_messages", "schedule": crontab(hour=4, minute=17),
                                "options": {"queue": "digests"}},
+    # Observability: the operator's log says so while spam complaints are too high.
+    "check-deliverability": {"task": "alerts.check_deliverability", "schedule": 600.0,
+                             "options": {"queue": "digests", "expires": 600.0}},
 }
 
 app.autodiscover_tasks()

@@ -8,11 +8,15 @@ development mode explicitly with DEBUG=1.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from .logging import logging_config
+from .sentry import init_sentry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -80,6 +84,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "alerts.common.context_processors.publication",
+                "alerts.observability.context_processors.deliverability",
             ],
         },
     },
@@ -163,7 +168,7 @@ if env.str("RATELIMIT_IP_META_KEY", default=""):
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXIES else None
 SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # Load balancers probe the health endpoint over plain HTTP.
-SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz/(live|ready)?$"]
 SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
@@ -258,6 +263,20 @@ if "AMAZON_SES_CLIENT_PARAMS" in os.environ:
 # A second provider for when the first fails (any backend EMAIL_BACKEND takes; its
 # credentials are in ANYMAIL like the first's). Empty: no failover.
 EMAIL_BACKEND_FALLBACK: str = env.str("EMAIL_BACKEND_FALLBACK", default="")
+# --- Failover to EMAIL_BACKEND_FALLBACK ---
+# An alert goes over to the fallback once the primary has been failing (5xx, timeouts,
+# network errors, with no call getting through) this long. 5 s: a blip shorter than that
+# is ridden out by the usual retries, and a breaking alert's readers wait no longer than
+# that for an outage to be called one (going over early costs nothing but the
+# fallback's price: each reader is still sent once).
+FAILOVER_AFTER_SECONDS: float = env.float("FAILOVER_AFTER_SECONDS", default=5.0)
+# 429s mean the primary is up and we are faster than the account allows: the send-rate
+# limit slows us down first, and only 429s with nothing getting through for this long
+# (far past any rate limit's window) count as the primary failing.
+FAILOVER_AFTER_RATE_LIMITED_SECONDS: float = env.float("FAILOVER_AFTER_RATE_LIMITED_SECONDS", default=120.0)
+if EMAIL_BACKEND_FALLBACK and EMAIL_BACKEND_FALLBACK == EMAIL_BACKEND:
+    # Both would read the same ANYMAIL credentials: the same account, no failover at all.
+    raise ImproperlyConfigured("EMAIL_BACKEND_FALLBACK must be another provider than EMAIL_BACKEND.")
 # Connections each worker process keeps open, and sends over at once, for SMTP and
 # providers sent one message per call: each message waits a round trip, so a few in
 # parallel hide the waits without crowding the server.
@@ -385,13 +404,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-}
+# Plain lines for a terminal; LOG_FORMAT=json for one JSON object per line, with the
+# alert, batch and task ids where they apply (config/logging.py).
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="plain")
+try:
+    LOGGING = logging_config(log_format=LOG_FORMAT, level=env.str("LOG_LEVEL", default="INFO"))
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
+# The worker and beat log through LOGGING too, instead of Celery's own format; and
+# Python's warnings become log records, so they are JSON lines too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+logging.captureWarnings(True)
 
 # Pepper for keyed hashes of addresses (suppression list). Changing it makes existing
 # suppressions unmatchable, so it is not derived from SECRET_KEY, which rotates.
@@ -464,3 +487,31 @@ WEBHOOK_MAX_ATTEMPTS: int = env.int("WEBHOOK_MAX_ATTEMPTS", default=15)
 # Delivered and failed messages name readers, so they go after this many days (a month
 # to look into a receiver's complaint); erasing a reader scrubs their address at once.
 WEBHOOK_RETENTION_DAYS: int = env.int("WEBHOOK_RETENTION_DAYS", default=30)
+# --- Observability: metrics, logs, errors, deliverability guard --------------------
+# The Prometheus endpoint (/metrics) answers only a scraper that sends
+# "Authorization: Bearer <METRICS_TOKEN>" or comes from METRICS_ALLOWED_NETWORKS (CIDR
+# list, e.g. 10.0.0.0/8, the address as TRUSTED_PROXIES tells it). Both empty by
+# default: a fresh deployment exposes nothing until the operator chooses.
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS: list[str] = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_network!r} is not a network.") from None
+# Per-alert gauges (hand-off and inbox times) for this many of the latest alerts: enough
+# to compare the last one with the ones before, few enough to keep series bounded.
+METRICS_RECENT_ALERTS: int = env.int("METRICS_RECENT_ALERTS", default=5)
+# Spam complaints over the last 24 hours, as a share of emails handed off: above WARN
+# (Gmail's and Yahoo's 0.1%) every admin page warns and the log says so; above CONFIRM
+# (their 0.3% ceiling) the editor confirms the figure before publishing.
+DELIVERABILITY_COMPLAINT_WARN: float = env.float("DELIVERABILITY_COMPLAINT_WARN", default=0.001)
+DELIVERABILITY_COMPLAINT_CONFIRM: float = env.float("DELIVERABILITY_COMPLAINT_CONFIRM", default=0.003)
+# Errors of the web app and the workers go to Sentry when SENTRY_DSN is set, with no
+# personal data (config/sentry.py); without it nothing is started. Tracing is off
+# unless asked for: it would send a sample of every request.
+SENTRY_DSN: str = env.str("SENTRY_DSN", default="")
+SENTRY_ENVIRONMENT: str = env.str("SENTRY_ENVIRONMENT", default="")
+SENTRY_TRACES_SAMPLE_RATE: float = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, release=env.str("SENTRY_RELEASE", default=""),
+            traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)

@@ -4,6 +4,7 @@ the environment. Tests run against real PostgreSQL and Redis, never SQLite."""
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "k" * 20)
 os.environ.setdefault("EMAIL_HASH_KEY", "test-email-hash-key")
@@ -18,6 +19,9 @@ os.environ.setdefault("CSRF_COOKIE_SECURE", "0")
 os.environ.setdefault("DEFAULT_FROM_EMAIL", "The Daily Courier <alerts@news.example.com>")
 os.environ.setdefault("PUBLICATION_NAME", "The Daily Courier")
 os.environ.setdefault("SIGNUP_RATE_PER_IP", "1000/h")
+# Metrics in multiprocess mode, as in production: the test process and the worker
+# processes it starts (which inherit this) write to one directory, read by /metrics.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="stoppress-metrics-"))
 
 from .settings import *  # noqa: E402,F403
 

@@ -52,14 +52,16 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message
 class Worker:
     """A real `celery worker` process consuming every queue of the test broker."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2,
+                 celery_args: list[str] | None = None) -> None:
         self.env, self.log_path, self.concurrency = env, log_path, concurrency
+        self.celery_args = celery_args or []  # before "worker", e.g. ["--quiet"]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Worker:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker",
+            [sys.executable, "-m", "celery", "-A", "config", *self.celery_args, "worker",
              "-Q", "alerts,transactional,digests,sweeps,webhooks", "-P", "prefork",
              f"--concurrency={self.concurrency}", "--loglevel=INFO", "--without-heartbeat",
              "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h"],

@@ -103,3 +103,24 @@ def test_the_wsgi_application_refuses_to_load_with_debug_on_a_public_host():
     good = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env=production_env())
     assert good.returncode == 0, good.stderr
+
+
+# --- The fallback provider ---------------------------------------------------------------
+
+def test_a_fallback_provider_that_cannot_be_loaded_is_an_error_at_start():
+    result = manage("check", env=production_env(EMAIL_BACKEND_FALLBACK="anymail.backends.nosuch.EmailBackend"))
+    assert result.returncode != 0
+    assert "stoppress.E020" in result.stderr
+
+
+def test_a_fallback_that_is_the_primary_is_refused():
+    backend = "anymail.backends.mailgun.EmailBackend"
+    result = manage("check", env=production_env(EMAIL_BACKEND=backend, EMAIL_BACKEND_FALLBACK=backend))
+    assert result.returncode != 0
+    assert "EMAIL_BACKEND_FALLBACK must be another provider" in result.stderr
+
+
+def test_a_real_fallback_provider_passes_the_checks():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env(
+        EMAIL_BACKEND_FALLBACK="anymail.backends.sendgrid.EmailBackend", SENDGRID_API_KEY="k"))
+    assert result.returncode == 0, result.stderr

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
+from ..common import metrics
 from ..common.cache import ProcessCache
 from ..emails import RenderedAlert, digest_rendering
 from ..models import Alert, Batch, Delivery, Subscriber, Suppression
@@ -65,9 +66,12 @@ def _send(batch: Batch) -> str:
     _mark(batch, [Outcome(sid, Delivery.Status.SKIPPED) for sid in nothing_new])
     for alert_ids, recipients in groups.items():
         try:
-            results = deliver_rendered(
-                _rendering(alert_ids, run.frequency), recipients,
-                tag=f"{run.frequency}-digest", metadata={"digest": period.key})
+            # Observability: time the call and count its outcomes (alerts/common/metrics.py).
+            with metrics.provider_call(kind="digest", recipients=len(recipients), failures=CALL_FAILURES) as call:
+                results = deliver_rendered(
+                    _rendering(alert_ids, run.frequency), recipients,
+                    tag=f"{run.frequency}-digest", metadata={"digest": period.key})
+                call.statuses = [row.status for row in results]
         except TransientSendError as error:
             _sent(batch, error.partial_results, period)
             status = retry_or_give_up(batch, error)  # raises RetryLater until it gives up
@@ -79,6 +83,9 @@ def _send(batch: Batch) -> str:
     # Unsubscribed or suppressed since the tick: nothing is sent to them.
     pending.update(status=Delivery.Status.SKIPPED, error="no longer subscribed")
     return close_batch(batch, Batch.Status.SENT)
+
+
+CALL_FAILURES = {TransientSendError: "retried", PermanentSendError: "failed"}
 
 
 def _eligible_rows(pending: QuerySet[Delivery]) -> list[tuple[int, str, datetime | None]]:

@@ -21,6 +21,9 @@ from ..common.addresses import email_hmac
 from ..common.tokens import link_tokens
 from ..emails import alert_message
 from ..models import Alert, Delivery, Topic
+from ..observability import charts
+from ..observability.deliverability import rolling_rates
+from ..observability.time_to_inbox import alert_inbox_times
 from . import services
 from .audience import audience_count
 from .progress import alert_engagement, alert_progress
@@ -94,6 +97,9 @@ class AlertAdmin(admin.ModelAdmin):
             path("<int:pk>/retry-failed/", wrap(self.retry_failed_view), name="alerts_alert_retry_failed"),
             path("<int:pk>/progress/", wrap(self.progress_view), name="alerts_alert_progress"),
             path("<int:pk>/progress.json", wrap(self.progress_json_view), name="alerts_alert_progress_json"),
+            # Observability: the charts (alerts/observability/charts.py).
+            path("<int:pk>/charts.json", wrap(self.charts_json_view), name="alerts_alert_charts_json"),
+            path("dashboard/", wrap(self.dashboard_view), name="alerts_alert_dashboard"),
         ] + super().get_urls()
 
     def _alert(self, request: HttpRequest, pk: int) -> Alert:
@@ -141,14 +147,20 @@ class AlertAdmin(admin.ModelAdmin):
     def publish_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         alert = self._alert(request, pk)
         self._require_publisher(request)
-        if request.method == "POST":
+        # Observability: above DELIVERABILITY_COMPLAINT_CONFIRM, the editor confirms
+        # with the complaint rate in front of them (observability/deliverability.py).
+        rates = rolling_rates()
+        unconfirmed = rates.confirm and not request.POST.get("confirm_complaints")
+        if request.method == "POST" and unconfirmed:
+            messages.error(request, "Tick the box to confirm you have seen the complaint rate.")
+        if request.method == "POST" and not unconfirmed:
             if services.alert_publish(alert_id=alert.pk, user=request.user):
                 messages.success(request, "Published: the alert is on its way to subscribers.")
             else:
                 messages.warning(request, "This alert was already published.")
             return redirect("admin:alerts_alert_progress", alert.pk)
         return TemplateResponse(request, "admin/alerts/alert/publish.html", self._context(
-            request, alert, "Publish this alert now?", audience=audience_count(alert)))
+            request, alert, "Publish this alert now?", audience=audience_count(alert), rates=rates))
 
     def schedule_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         alert = self._alert(request, pk)
@@ -192,11 +204,33 @@ class AlertAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/alerts/alert/progress.html", self._context(
             request, alert, f"Sending: {alert.headline}", progress=alert_progress(alert),
             engagement=alert_engagement(alert), lookup=lookup, delivery=delivery,
+            inbox=alert_inbox_times(alert), charts=charts.alert_charts(alert),
             give_up_minutes=settings.SEND_GIVE_UP_AFTER_SECONDS // 60))
 
     def progress_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         alert = self._alert(request, pk)
-        return JsonResponse(alert_progress(alert).as_dict())
+        return JsonResponse({**alert_progress(alert).as_dict(),
+                             "time_to_inbox": alert_inbox_times(alert, cached=True).as_dict()})
+
+
+    def charts_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
+        return JsonResponse(charts.alert_charts(self._alert(request, pk), cached=True))
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """Time to inbox and engagement of the latest alerts; subscribers over time."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        days = DashboardForm(request.GET).cleaned_days()
+        return TemplateResponse(request, "admin/alerts/alert/dashboard.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Dashboard",
+            "recent": charts.recent_alerts(), "readers": charts.subscriber_series(days), "days": days})
+
+
+class DashboardForm(forms.Form):
+    days = forms.IntegerField(min_value=7, max_value=365, required=False)
+
+    def cleaned_days(self) -> int:
+        return (self.cleaned_data.get("days") if self.is_valid() else None) or 90
 
 
 class ScheduleForm(forms.Form):

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,11 +20,13 @@ from django.db.models import F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from ..common import metrics
 from ..common.cache import ProcessCache
 from ..common.queueing import enqueue
 from ..emails import RenderedAlert, alert_rendering
 from ..models import Alert, Batch
-from ..sending import ledger
+from ..observability import logcontext
+from ..sending import failover, ledger
 from ..sending.batches import (
     BatchOwner,
     claim_batch,
@@ -38,7 +41,14 @@ from ..sending.batches import (
     wake_waiting,
 )
 from ..sending.ledger import Outcome
-from ..sending.provider import PermanentSendError, TransientSendError, deliver_rendered, sending_profile
+from ..sending.provider import (
+    PermanentSendError,
+    TransientSendError,
+    delete_stored_template,
+    deliver_rendered,
+    provider_label,
+    sending_profile,
+)
 from .audience import audience, audience_before_suppression, recipients
 from .events import alert_finished_emit
 
@@ -155,6 +165,7 @@ def batch_send(*, batch_id: int, task_id: str = "") -> str:
     if claim.batch is None:
         return claim.status
     batch = claim.batch
+    logcontext.bind(alert_id=batch.alert_id)  # Observability: log lines name the alert.
     with keeper.holding(batch):
         status = _send(batch)
     if status == Batch.Status.SENT and batch.waiting_since:
@@ -171,16 +182,47 @@ def _send(batch: Batch) -> str:
     if set_aside:
         return set_aside
     readers = recipients(batch, alert)
+    # The alert went over to the fallback provider (set on the alert, read with the claim).
+    on_fallback = failover.enabled() and getattr(batch, "alert_failover_at", None) is not None
+    backend = failover.fallback_backend() if on_fallback else None
+    handed: list[Outcome] = []  # what earlier calls of this attempt handed over, recorded
+
+    def progress(rows: list[Outcome]) -> None:
+        record_partial(batch, rows)
+        handed.extend(rows)
+
     try:
-        results = deliver(alert, readers, on_progress=lambda rows: record_partial(batch, rows))
+        results = deliver(alert, readers, on_progress=progress, backend_path=backend)
     except TransientSendError as error:
         record_partial(batch, error.partial_results)
-        return retry_or_give_up(batch, error, subscriber_ids=[sid for sid, _ in readers])
+        at_most = _fail_over_if_due(batch, error) if failover.enabled() and not on_fallback else None
+        return retry_or_give_up(batch, error, subscriber_ids=[sid for sid, _ in readers], at_most=at_most)
     except PermanentSendError as error:
-        failed = failed_outcomes((sid for sid, _ in readers), str(error))
-        return close_batch(batch, Batch.Status.FAILED, error=str(error), results=failed)
+        done = {row.subscriber_id for row in handed}
+        failed = failed_outcomes((sid for sid, _ in readers if sid not in done), str(error))
+        return close_batch(batch, Batch.Status.FAILED, error=str(error), results=handed + failed,
+                           provider=provider_label(backend) if handed else "")
+    if failover.enabled() and not on_fallback and readers:
+        failover.primary_succeeded()
     return close_batch(batch, Batch.Status.SENT, skipped=batch.planned_count - len(readers),
-                       results=results)
+                       results=results, provider=provider_label(backend) if readers else "")
+
+
+def _fail_over_if_due(batch: Batch, error: TransientSendError) -> float:
+    """The primary failed this batch: once it has been failing for the failover delay,
+    send the rest of the alert through the fallback (this batch at once, and every
+    batch waiting for a retry woken). The most the batch's retry may wait: 0 once it
+    goes to the fallback, else until the failover is due."""
+    left = failover.seconds_left(failover.primary_failed(), error.rate_limited)
+    if left > 0:
+        return left + random.uniform(0.05, 0.5)
+    switched = Alert.objects.filter(pk=batch.alert_id, failover_at__isnull=True).update(failover_at=Now())
+    if switched:
+        logger.warning("Alert %s: the primary provider has been failing (%s); the rest goes through %s",
+                       batch.alert_id, error, failover.fallback_backend())
+        failover.mark_down()
+        wake_waiting(BatchOwner.of(batch), SEND_TASK)
+    return 0.0
 
 
 def _published_alert(batch: Batch) -> Alert:
@@ -190,22 +232,43 @@ def _published_alert(batch: Batch) -> Alert:
                              lambda: Alert.objects.get(pk=batch.alert_id))
 
 
-def deliver(alert: Alert, readers: list[tuple[int, str]], on_progress=None) -> list[Outcome]:
-    """Hand readers to the provider: one Outcome each; raises TransientSendError or
-    PermanentSendError. Per-message sends report each round to `on_progress`."""
+def deliver(alert: Alert, readers: list[tuple[int, str]], on_progress=None,
+            backend_path: str | None = None) -> list[Outcome]:
+    """Hand readers to the provider (`backend_path`, else EMAIL_BACKEND): one Outcome
+    each; raises TransientSendError or PermanentSendError. Per-message sends, and a
+    batch split over several calls, report each round to `on_progress`."""
     if not readers:
         return []
     rendered = _render_cache.get((alert.pk, alert.updated_at), lambda: alert_rendering(alert))
-    return deliver_rendered(rendered, readers, tag="breaking-alert", metadata={"alert_id": str(alert.pk)},
-                            on_progress=on_progress)
+    # Observability: time the call and count its outcomes (alerts/common/metrics.py).
+    with metrics.provider_call(kind="alert", recipients=len(readers), failures=CALL_FAILURES) as call:
+        results = deliver_rendered(rendered, readers, tag="breaking-alert", metadata={"alert_id": str(alert.pk)},
+                                   on_progress=on_progress, backend_path=backend_path,
+                                   template_key=_template_key(alert.pk))
+        call.statuses = [row.status for row in results]
+    return results
+
+
+CALL_FAILURES = {TransientSendError: "retried", PermanentSendError: "failed"}
+
+
+def _template_key(alert_id: int) -> str:
+    """The alert's stored template at a provider that needs one (Amazon SES)."""
+    return f"alert-{alert_id}"
 
 
 def alert_finish_if_done(*, alert_id: int) -> bool:
     """Mark a sending alert finished once it is fully cut and no batch is open: failed
     if every batch failed, else sent. True if this call finished it. Every batch runs
     this as it closes, outside its own transaction, so that of two batches closing
-    together the later sees the other's commit (the sweeper catches any both miss)."""
+    together the later sees the other's commit (the sweeper catches any both miss).
+    The alert's stored templates, where the providers keep them, are deleted then."""
     finished = ledger.finish_alert(alert_id, timezone.now())
     if finished:
+        # Observability: the alert's hand-off times, once (alerts/common/metrics.py).
+        metrics.observe_handoffs(*Alert.objects.filter(pk=alert_id).values_list(
+            "published_at", "first_handoff_at", "last_handoff_at").get())
+        for backend in (None, failover.fallback_backend() or None) if failover.enabled() else (None,):
+            delete_stored_template(_template_key(alert_id), backend)
         alert_finished_emit(alert_id)
     return finished

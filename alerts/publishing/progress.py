@@ -3,7 +3,7 @@ engagement figures, from its delivery ledger."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from django.db.models import Count, Min, Q, Sum
@@ -46,6 +46,21 @@ class Progress:
     next_attempt_at: datetime | None = None
     batches_set_aside: int = 0  # dead letters: batches that kept killing their worker
     maybe_twice: int = 0  # readers sent again after a call timed out once it was sent
+    # Failover: readers sent by each provider ({"Mailgun": 30000, "SendGrid": 70000}),
+    # and when the alert went over to the fallback (None if it did not).
+    sent_by_provider: dict[str, int] = field(default_factory=dict)
+    failover_at: datetime | None = None
+
+    @property
+    def failover(self) -> str:
+        """"at 12:03:20 UTC" once the alert went over to the fallback provider, else ""."""
+        return f"at {self.failover_at:%H:%M:%S} UTC" if self.failover_at else ""
+
+    @property
+    def sent_by(self) -> str:
+        """"Mailgun 30,000 · SendGrid 70,000", largest first; "" before anything is sent."""
+        ordered = sorted(self.sent_by_provider.items(), key=lambda item: (-item[1], item[0]))
+        return " · ".join(f"{name} {count:,}" for name, count in ordered)
 
     @property
     def waiting(self) -> str:
@@ -58,7 +73,7 @@ class Progress:
         return text
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "waiting": self.waiting}
+        return {**asdict(self), "waiting": self.waiting, "sent_by": self.sent_by, "failover": self.failover}
 
 
 def alert_progress(alert: Alert) -> Progress:
@@ -87,7 +102,15 @@ def alert_progress(alert: Alert) -> Progress:
         last_handoff_s=_seconds(alert.published_at, alert.last_handoff_at),
         waiting_since=totals["waiting_from"], next_attempt_at=totals["next_try"],
         batches_set_aside=totals["set_aside"], maybe_twice=totals["resent"] or 0,
+        sent_by_provider=sent_by_provider(alert), failover_at=alert.failover_at,
     )
+
+
+def sent_by_provider(alert: Alert) -> dict[str, int]:
+    """Readers handed over by each provider, from the batches (each is sent by one)."""
+    rows = (Batch.objects.filter(alert=alert, sent_count__gt=0).exclude(provider="")
+            .values("provider").annotate(n=Sum("sent_count")).order_by())
+    return {row["provider"]: row["n"] for row in rows}
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:

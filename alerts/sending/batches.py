@@ -288,7 +288,8 @@ class LeaseKeeper:
 keeper = LeaseKeeper()
 
 
-def retry_or_give_up(batch: Batch, error: TransientSendError, *, subscriber_ids: list[int] | None = None) -> str:
+def retry_or_give_up(batch: Batch, error: TransientSendError, *, subscriber_ids: list[int] | None = None,
+                     at_most: float | None = None) -> str:
     """After a transient failure: hand the batch back for a retry with backoff and raise
     RetryLater, until the batch's give-up time (SEND_GIVE_UP_AFTER_SECONDS after it was
     cut, or after "Retry failed now"), when it is closed FAILED for the editor.
@@ -296,6 +297,7 @@ def retry_or_give_up(batch: Batch, error: TransientSendError, *, subscriber_ids:
     A call that timed out after it was sent may have been accepted: it is retried once;
     if that times out too, the readers (`subscriber_ids`, for owners whose ledger rows
     are written at close) are recorded as sent but not confirmed, never sent a third time.
+    `at_most` caps the retry's delay (seconds; the failover's next step).
     """
     now = ledger.database_now()
     if error.maybe_sent and batch.timeouts_after_send >= 1:
@@ -315,6 +317,9 @@ def retry_or_give_up(batch: Batch, error: TransientSendError, *, subscriber_ids:
         delay = rate_limit_delay(error.retry_after)
     else:
         delay = retry_delay(batch.attempts, error.retry_after)
+    if at_most is not None:
+        # The alert fails over to the fallback provider then (or now): be there.
+        delay = _capped(min(delay, at_most))
     if not ledger.release(batch, error=str(error), delay=delay, timed_out=error.maybe_sent,
                           waiting=not error.rate_limited):
         logger.warning("Batch %s was taken over while its call failed", batch.pk)
@@ -361,12 +366,13 @@ def failed_outcomes(subscriber_ids: Iterable[int], error: str) -> list[Outcome]:
 
 
 def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
-                results: list[Outcome] | None = None) -> str:
+                results: list[Outcome] | None = None, provider: str = "") -> str:
     """Write the batch's ledger rows (`results`, for an owner that writes them as it
     closes) and its outcome and totals in one transaction. Returns `status`.
 
     The caller finishes its alert or digest run afterwards, outside this transaction,
     so that of two batches finishing together the later one sees the other's commit.
+    `provider` names who sent it (provider.provider_label), kept on the batch.
     """
     owner = BatchOwner.of(batch)
     now = timezone.now()
@@ -377,7 +383,8 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
     recorded = getattr(batch, "recorded_rows", 0)
     if results and batch.attempts == 1 and not owner.reserves_ledger and ledger.on_postgresql() and not recorded:
         try:
-            _close_first_attempt(batch, status, error=error, skipped=skipped, results=results, now=now)
+            _close_first_attempt(batch, status, error=error, skipped=skipped, results=results, now=now,
+                                 provider=provider)
         except IntegrityError:
             logger.warning("Batch %s: ledger rows already present; recording with a conflict check", batch.pk)
         else:
@@ -399,7 +406,7 @@ def close_batch(batch: Batch, status: str, *, error: str = "", skipped: int = 0,
                 # Rows written by earlier attempts are in `sent`; whoever is left out
                 # of the range was unsubscribed or suppressed since publication.
                 skipped = batch.planned_count - sent - failed
-        totals = Totals(status, sent, failed, max(skipped, 0), batch_message_id, error)
+        totals = Totals(status, sent, failed, max(skipped, 0), batch_message_id, error, provider)
         if not ledger.save_totals(batch, totals, now):
             # Taken over meanwhile: the rows above are true (this call was made) and
             # keep the new holder from sending them again; its outcome is the new
@@ -425,11 +432,11 @@ def _record(batch: Batch, results: list[Outcome], now, shared_id: str = "") -> N
 
 
 def _close_first_attempt(batch: Batch, status: str, *, error: str, skipped: int,
-                         results: list[Outcome], now) -> None:
+                         results: list[Outcome], now, provider: str = "") -> None:
     """close_batch for the common case, an alert batch's first attempt: one statement."""
     sent = sum(1 for row in results if row.status not in NOT_SENT)
     failed = sum(1 for row in results if row.status == Delivery.Status.FAILED)
-    totals = Totals(status, sent, failed, max(skipped, 0), _shared_message_id(results), error)
+    totals = Totals(status, sent, failed, max(skipped, 0), _shared_message_id(results), error, provider)
     ledger.close_first_attempt(batch, totals, results, now)
 
 

@@ -159,7 +159,8 @@ def claim(batch_id: int, *, lease: timedelta, task_id: str = "") -> Batch | None
         "  (status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= statement_timestamp()))"
         "  OR (status = %s AND (lease_expires_at < statement_timestamp() OR (claimed_by = %s AND %s <> '')))"
         f") RETURNING *, (SELECT status FROM {ALERT} WHERE id = alert_id) AS alert_status,"
-        f" (SELECT updated_at FROM {ALERT} WHERE id = alert_id) AS alert_updated_at",
+        f" (SELECT updated_at FROM {ALERT} WHERE id = alert_id) AS alert_updated_at,"
+        f" (SELECT failover_at FROM {ALERT} WHERE id = alert_id) AS alert_failover_at",
         [Batch.Status.SENDING, Batch.Status.SENDING, task_id, lease.total_seconds(), batch_id,
          Batch.Status.PENDING, Batch.Status.SENDING, task_id, task_id],
     ))
@@ -182,8 +183,9 @@ def claim_portable(batch_id: int, *, lease: timedelta, task_id: str = "") -> Bat
     if not taken:
         return None
     batch = Batch.objects.get(pk=batch_id)
-    alert = Alert.objects.filter(pk=batch.alert_id).values("status", "updated_at").first() or {}
+    alert = Alert.objects.filter(pk=batch.alert_id).values("status", "updated_at", "failover_at").first() or {}
     batch.alert_status, batch.alert_updated_at = alert.get("status"), alert.get("updated_at")
+    batch.alert_failover_at = alert.get("failover_at")
     return batch
 
 
@@ -300,6 +302,7 @@ class Totals(NamedTuple):
     skipped: int
     message_id: str = ""  # the provider's id for the whole call, if it gave one (left off the rows)
     error: str = ""
+    provider: str = ""  # who sent it (provider.provider_label), "" if nobody did
 
 
 def close_first_attempt(batch: Batch, totals: Totals, rows: list[Outcome], now: datetime) -> None:
@@ -316,7 +319,7 @@ def close_first_attempt(batch: Batch, totals: Totals, rows: list[Outcome], now: 
     sql = (
         f"WITH ledger AS ({insert}), closed AS ("
         f"  UPDATE {BATCH} SET status = %s, sent_count = %s, failed_count = %s,"
-        "  skipped_count = %s, sent_at = %s, lease_expires_at = NULL, message_id = %s,"
+        "  skipped_count = %s, sent_at = %s, lease_expires_at = NULL, message_id = %s, provider = %s,"
         "  last_error = CASE WHEN %s = '' THEN last_error ELSE %s END, claimed_by = '',"
         "  waiting_since = NULL, next_attempt_at = NULL WHERE id = %s AND attempts = %s AND status = %s"
         f") UPDATE {ALERT} SET first_handoff_at = COALESCE(first_handoff_at, %s),"
@@ -324,7 +327,8 @@ def close_first_attempt(batch: Batch, totals: Totals, rows: list[Outcome], now: 
     )
     error = totals.error[:2000]
     params += [totals.status, totals.sent, totals.failed, totals.skipped,
-               now if totals.status == Batch.Status.SENT else None, totals.message_id, error, error,
+               now if totals.status == Batch.Status.SENT else None, totals.message_id, totals.provider,
+               error, error,
                batch.pk, batch.attempts, Batch.Status.SENDING, now, now, now, batch.alert_id, totals.sent > 0]
     # Alone, the statement is its own transaction; inside one (a caller's atomic block)
     # it gets a savepoint, so that a failure leaves the outer transaction usable.
@@ -350,7 +354,7 @@ def save_totals(batch: Batch, totals: Totals, now: datetime) -> bool:
         status=totals.status, sent_count=totals.sent, failed_count=totals.failed,
         skipped_count=totals.skipped, sent_at=now if totals.status == Batch.Status.SENT else None,
         lease_expires_at=None, last_error=totals.error[:2000] if totals.error else F("last_error"),
-        message_id=totals.message_id or F("message_id"),
+        message_id=totals.message_id or F("message_id"), provider=totals.provider or F("provider"),
     ))
 
 

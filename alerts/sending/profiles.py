@@ -24,8 +24,8 @@ A profile says, for one anymail backend (by its `esp_name`):
   (Resend's batch): our payload fills each entry's fields itself.
 
 Providers with a fake in tests/fakes/ and a test in tests/sending/test_providers.py
-are `batched`; any other backend (Postal, Scaleway, MailerSend, Mailtrap, Amazon SES
-for now, SMTP) sends one personalised message per reader, over kept connections.
+are `batched`; any other backend (Postal, Scaleway, MailerSend, Mailtrap, SMTP) sends
+one personalised message per reader, over kept connections.
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ class ProviderProfile:
     esp_extra: dict = field(default_factory=dict)
     per_recipient_metadata: bool = False
     entries_personalised_by_us: bool = False
+    # The body is a template stored at the provider, created per alert and deleted
+    # once the alert is finished (Amazon SES's SendBulkEmail); sends without a
+    # template key (digests) go one message per reader.
+    stored_template: bool = False
     tracking_webhooks: bool = True
     note: str = ""
 
@@ -78,6 +82,9 @@ PROFILES: dict[str, ProviderProfile] = {p.esp_name: p for p in (
                     note="substitutions per recipient, List-Unsubscribe by substitution"),
     ProviderProfile("Resend", 100, 100, "@@{}@@", entries_personalised_by_us=True,
                     note="emails/batch: each entry is the reader's own copy, filled by our payload"),
+    ProviderProfile("Amazon SES", 50, 50, "{{{{{}}}}}", stored_template=True,
+                    note="SESv2 SendBulkEmail: a stored template per alert, each entry's"
+                         " ReplacementTemplateData and ReplacementHeaders (List-Unsubscribe)"),
 )}
 
 # One message per API call: each call takes ~10-50 ms, so a batch of 100 is a few

@@ -10,6 +10,8 @@ every failure into its kind, in one place:
 
 from __future__ import annotations
 
+import functools
+import logging
 import smtplib
 import threading
 from collections.abc import Callable
@@ -31,6 +33,8 @@ from .ledger import Outcome, outcomes
 from .profiles import MERGED, PROVIDER, ProviderProfile, profile_for
 from .smtp import MessageTemplate, open_smtp
 from .smtp import pool as smtp_pool
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,17 +82,57 @@ class PermanentSendError(Exception):
 
 def deliver_rendered(rendered: RenderedAlert, recipients: list[tuple[int, str]], *, tag: str,
                      metadata: dict[str, str], on_progress: Callable[[list[Outcome]], None] | None = None,
-                     backend_path: str | None = None) -> list[Outcome]:
+                     backend_path: str | None = None, template_key: str = "") -> list[Outcome]:
     """Send one rendered email to every recipient, each with their own links: one API
     call where the provider personalises batches, else one message each, in rounds
     whose outcomes go to `on_progress` as each ends (the caller writes them to the
     ledger, so a retry resends nobody already accepted). `backend_path` overrides
-    EMAIL_BACKEND (the fallback provider)."""
+    EMAIL_BACKEND (the fallback provider). `template_key` names the send (one alert)
+    for a provider whose batches need a template stored with it (Amazon SES): without
+    one, such a provider sends one message per reader."""
     profile = sending_profile(backend_path)
-    if profile.merge_field:
-        _throttle(profile, len(recipients))
-        return _send_merged(rendered, recipients, profile, tag=tag, metadata=metadata)
+    if profile.merge_field and (template_key or not profile.provider.stored_template):
+        return _send_calls(rendered, recipients, profile, tag=tag, metadata=metadata, on_progress=on_progress,
+                           template_key=template_key)
     return _send_each(rendered, recipients, profile, on_progress)
+
+
+def provider_label(backend_path: str | None = None) -> str:
+    """The provider's name as the ledger keeps it on a Batch: its anymail name, or
+    "SMTP"; the fallback, if it is the same kind of backend as the primary, is told
+    apart by " (fallback)"."""
+    return _label(backend_path or settings.EMAIL_BACKEND, settings.EMAIL_BACKEND)
+
+
+@functools.lru_cache(maxsize=16)
+def _label(path: str, primary: str) -> str:
+    name = sending_profile(path).provider.esp_name
+    if path != primary and name == sending_profile(primary).provider.esp_name:
+        name += " (fallback)"
+    return name
+
+
+def _send_calls(rendered: RenderedAlert, recipients, profile: SendingProfile, *, tag: str,
+                metadata: dict[str, str], on_progress, template_key: str = "") -> list[Outcome]:
+    """One merged call, or several when the batch was cut for a provider that takes
+    more per call than this one (the fallback's limit may be lower than the
+    primary's): each call's outcomes go to `on_progress` as the next begins."""
+    size = max(profile.batch_size, 1)
+    results: list[Outcome] = []
+    reported = 0
+    for start in range(0, len(recipients), size):
+        chunk = recipients[start:start + size]
+        _throttle(profile, len(chunk))
+        if start and on_progress is not None:
+            on_progress(results[reported:])
+            reported = len(results)
+        try:
+            results.extend(_send_merged(rendered, chunk, profile, tag=tag, metadata=metadata,
+                                        template_key=template_key))
+        except TransientSendError as error:
+            error.partial_results = results[reported:]
+            raise
+    return results
 
 
 def _throttle(profile: SendingProfile, recipients: int) -> None:
@@ -121,6 +165,14 @@ def _open_connection(path: str, options: dict):
     # The profile's options (Postmark's bulk API) are backend keyword settings, which
     # anymail reads before ANYMAIL's: an operator need not set them.
     connection = backend_class(path)(fail_silently=False, **options)
+    client_params = getattr(connection, "client_params", None)
+    if isinstance(client_params, dict) and "config" in client_params:
+        # boto3 (Amazon SES) retries a 5xx or 429 itself, for seconds, inside one call:
+        # the batch engine retries instead, with the send rate and failover in view.
+        from botocore.config import Config
+
+        client_params["config"] = client_params["config"].merge(Config(retries={"total_max_attempts": 1,
+                                                                              "mode": "standard"}))
     connection.open()
     return connection
 
@@ -132,7 +184,7 @@ def _drop_connection(path: str) -> None:
 
 
 def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *, tag: str,
-                 metadata: dict[str, str]):
+                 metadata: dict[str, str], template_key: str = "", retried: bool = False):
     """One API call for the whole batch; each copy gets its own links via merge data,
     and its own List-Unsubscribe as the provider's profile says."""
     provider = profile.provider
@@ -153,12 +205,24 @@ def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *
         unsubscribe = headers.pop("List-Unsubscribe")
         merge_headers = {email: {"List-Unsubscribe": unsubscribe.replace(field, data[key])}
                          for email, data in merge_data.items()}
-    message = BatchMessage(
-        subject=rendered.subject, body=personalise(rendered.text, links),
-        from_email=settings.DEFAULT_FROM_EMAIL, to=to, headers=headers,
-        connection=_esp_connection(profile.backend_path, provider.backend_options), merge_data=merge_data,
-        tags=[tag], metadata=metadata,
-    )
+    connection = _esp_connection(profile.backend_path, provider.backend_options)
+    if provider.stored_template:
+        # The body lives in the provider's stored template; each entry carries its
+        # reader's data and headers (one Message-ID for all would be wrong: SES sets its own).
+        headers.pop("Message-ID", None)
+        name = _stored_template(connection, profile, template_key, rendered.subject,
+                                personalise(rendered.text, links), personalise(rendered.html, links))
+        message = BatchMessage(subject="", body="", from_email=settings.DEFAULT_FROM_EMAIL, to=to,
+                               headers=headers, connection=connection, merge_data=merge_data,
+                               tags=[tag], metadata=metadata)
+        message.template_id = name
+    else:
+        message = BatchMessage(
+            subject=rendered.subject, body=personalise(rendered.text, links),
+            from_email=settings.DEFAULT_FROM_EMAIL, to=to, headers=headers,
+            connection=connection, merge_data=merge_data, tags=[tag], metadata=metadata,
+        )
+        message.attach_alternative(personalise(rendered.html, links), "text/html")
     if merge_headers:
         message.merge_headers = merge_headers
     if provider.per_recipient_metadata:
@@ -167,13 +231,18 @@ def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *
         message.esp_extra = provider.esp_extra
     if provider.entries_personalised_by_us:
         message.merge_field_format = provider.merge_field
-    message.attach_alternative(personalise(rendered.html, links), "text/html")
     try:
         message.send()
     except AnymailRecipientsRefused as error:
         return outcomes((sid for sid, _ in recipients), Delivery.Status.FAILED, "", str(error)[:400])
     except AnymailAPIError as error:
         _drop_connection(profile.backend_path)
+        if provider.stored_template and _template_missing(error) and not retried:
+            # Deleted as the alert finished, by another process ("Retry failed now"
+            # sends again later): store it anew, and send once more.
+            _templates.discard((profile.backend_path, template_name(template_key)))
+            return _send_merged(rendered, recipients, profile, tag=tag, metadata=metadata,
+                                template_key=template_key, retried=True)
         raise _rate_limited(profile, _classify(error)) from error
     except AnymailUnsupportedFeature as error:
         # A message this provider cannot take: every retry would meet the same refusal.
@@ -181,22 +250,100 @@ def _send_merged(rendered: RenderedAlert, recipients, profile: SendingProfile, *
     return _statuses(message, recipients)
 
 
+def _template_missing(error: AnymailAPIError) -> bool:
+    response = getattr(error, "response", None)
+    if not isinstance(response, dict):
+        return False
+    details = response.get("Error", {})
+    return details.get("Code") == "NotFoundException" or "does not exist" in details.get("Message", "")
+
+
+# Stored templates this process has created: (backend, template name).
+_templates: set[tuple[str, str]] = set()
+
+
+def template_name(template_key: str) -> str:
+    """The provider-side name of a send's stored template."""
+    return f"stoppress-{template_key}"
+
+
+def _stored_template(connection, profile: SendingProfile, template_key: str, subject: str, text: str,
+                     html: str) -> str:
+    """Create the send's template at the provider once (every worker tries; the
+    first wins, the others are told it exists). Its name."""
+    name = template_name(template_key)
+    if (profile.backend_path, name) in _templates:
+        return name
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        connection.client.create_email_template(
+            TemplateName=name, TemplateContent={"Subject": subject, "Text": text, "Html": html})
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "AlreadyExistsException":
+            raise _classify(AnymailAPIError(str(error), response=error.response)) from error
+    except BotoCoreError as error:
+        raise TransientSendError(f"{profile.esp_name}: could not store the template: {error}"[:1000]) from error
+    _templates.add((profile.backend_path, name))
+    return name
+
+
+def delete_stored_template(template_key: str, backend_path: str | None = None) -> bool:
+    """Delete a finished send's template at a provider that stores them (True if one
+    was deleted). Failures are logged: a template left over costs nothing but a name."""
+    profile = sending_profile(backend_path)
+    if not profile.provider.stored_template:
+        return False
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = template_name(template_key)
+    _templates.discard((profile.backend_path, name))
+    try:
+        _esp_connection(profile.backend_path, profile.provider.backend_options).client.delete_email_template(
+            TemplateName=name)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NotFoundException":
+            logger.warning("Could not delete template %s at %s: %s", name, profile.esp_name, error)
+        return False
+    except BotoCoreError as error:
+        logger.warning("Could not delete template %s at %s: %s", name, profile.esp_name, error)
+        return False
+    return True
+
+
 def _classify(error: AnymailAPIError) -> Exception:
     """Sort an API error: 429, 5xx and network errors are transient; any other 4xx is
     the provider refusing the request itself, which a retry would not change."""
     status = getattr(error, "status_code", None)
+    text = str(error)
+    response = getattr(error, "response", None)
+    if status is None and isinstance(response, dict):
+        # boto3 (Amazon SES): the parsed error, its HTTP status in the metadata.
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        text = f"HTTP {status}: {text}"
     if status is None or status == 429 or status >= 500:
         # Anymail's error is also the requests exception it wraps: a read timeout
         # means the request went out whole and only the answer is missing.
-        return TransientSendError(str(error)[:1000], retry_after=_retry_after(error),
-                                  maybe_sent=isinstance(error, requests.exceptions.ReadTimeout),
-                                  rate_limited=status == 429)
-    return PermanentSendError(str(error)[:1000])
+        return TransientSendError(text[:1000], retry_after=_retry_after(error),
+                                  maybe_sent=_read_timeout(error), rate_limited=status == 429)
+    return PermanentSendError(text[:1000])
+
+
+def _read_timeout(error: Exception) -> bool:
+    if isinstance(error, requests.exceptions.ReadTimeout):
+        return True
+    cause = error.__cause__
+    return cause is not None and type(cause).__name__ == "ReadTimeoutError"  # botocore's
 
 
 def _retry_after(error: AnymailAPIError) -> float | None:
     response = getattr(error, "response", None)
-    value = response.headers.get("Retry-After") if response is not None else None
+    if isinstance(response, dict):  # boto3's parsed error (Amazon SES)
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        value = headers.get("retry-after")
+        return float(value) if value and value.replace(".", "", 1).isdigit() else None
+    headers = getattr(response, "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
     try:
         return float(value) if value else None
     except ValueError:

@@ -17,6 +17,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
+from ..common import metrics
 from ..common.addresses import INVALID_MESSAGE, suggest_domain
 from ..common.consent import request_meta
 from ..common.ratelimits import SIGNUP, per_client_limit
@@ -45,6 +46,10 @@ def handle_signup(request: HttpRequest, data, source: str) -> SignupForm:
             meta=request_meta(request),
             timezone_name=form.cleaned_data["tz"],
         )
+    # Observability: signups accepted and refused (alerts/common/metrics.py). A bot
+    # counts as refused here, though it is shown the same thanks.
+    outcome = "accepted" if form.is_valid() and not form.is_bot else ("bot" if form.is_valid() else "invalid")
+    metrics.SIGNUPS.labels(source=source, outcome=outcome).inc()
     return form
 
 
@@ -131,6 +136,7 @@ def api_subscribe(request: HttpRequest) -> JsonResponse:
 
 def rate_limited(request: HttpRequest, exception: Exception) -> HttpResponse:
     """Answer for anything over its rate limit: 429, in the caller's language."""
+    metrics.SIGNUPS.labels(source="any", outcome="rate_limited").inc()  # Observability hook
     if request.path.startswith("/api/"):
         return JsonResponse({"ok": False, "message": TOO_MANY}, status=429)
     response = render(request, "alerts/429.html", {"message": TOO_MANY}, status=429)

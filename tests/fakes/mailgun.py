@@ -27,6 +27,9 @@ Endpoints:
     calls beyond 50 in any one second (calls let through count); 0 lifts it.
   - ``{"accept_then_hang": n, "hang_seconds": 4}``: accept and record the next n
     calls, then hold each answer that long (past a client's timeout).
+  - ``{"fail_after_recipients": n}``: accept n recipients in all, then answer every
+    message call with 503 (``outage_status``) until lifted with null: a provider
+    falling over part-way through an alert.
 
 * ``GET /_stats`` -- JSON ``{"calls", "recipients", "unique_recipients",
   "duplicates", "rejected"}``, plus ``requests`` (every message call, answered or
@@ -172,6 +175,9 @@ class _Faults:
     rate_window: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
     hang_next: int = 0  # accept, then hold the answer of this many calls
     hang_seconds: float = 0.0
+    # Accept this many recipients in all, then answer every call with outage_status
+    # (a provider falling over part-way through an alert); None: no such fault.
+    fail_after: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -589,6 +595,13 @@ class FakeMailgun:
             self._faults.hang_next = n
             self._faults.hang_seconds = seconds
 
+    def fail_after_recipients(self, n: int | None, status: int = 503) -> None:
+        """Accept `n` recipients in all, then answer every call with `status`; None
+        lifts it."""
+        with self._lock:
+            self._faults.fail_after = n
+            self._faults.outage_status = status
+
     def apply_control(self, command: dict[str, Any]) -> None:
         """Apply a /_control JSON command; 'reset' first so it can be combined."""
         status = int(command.get("status", 500))
@@ -620,6 +633,9 @@ class FakeMailgun:
         if "rate_limit" in command:
             self.set_rate_limit(int(command["rate_limit"]),
                                 1 if retry_after is None else retry_after)
+        if "fail_after_recipients" in command:
+            value = command["fail_after_recipients"]
+            self.fail_after_recipients(None if value is None else int(value), outage_status)
         if "accept_then_hang" in command:
             self.accept_then_hang(int(command["accept_then_hang"]),
                                   float(command.get("hang_seconds", 4.0)))
@@ -674,7 +690,8 @@ class FakeMailgun:
         failure_rate; counted by kind."""
         with self._lock:
             faults = self._faults
-            if now < faults.outage_until:
+            if now < faults.outage_until or (faults.fail_after is not None
+                                             and self._total_recipients >= faults.fail_after):
                 refusal = _Refusal(faults.outage_status, faults.outage_retry_after, "outage")
             elif faults.rate_limit and self._over_rate_limit(now):
                 refusal = _Refusal(429, faults.rate_retry_after, "rate_limit")

@@ -16,6 +16,7 @@ from alerts.publishing import fanout
 from alerts.sending import batches as batch_engine
 from alerts.sending.profiles import PER_CALL, PROFILES, PROVIDER
 from tests.factories import make_subscriber
+from tests.fakes.amazon_ses import FakeAmazonSES
 from tests.fakes.brevo import FakeBrevo
 from tests.fakes.mailjet import FakeMailjet
 from tests.fakes.mandrill import FakeMandrill
@@ -42,6 +43,9 @@ PROVIDERS = {
     "Unisender Go": (FakeUnisenderGo, "unisender_go",
                      lambda f: {"UNISENDER_GO_API_KEY": f.api_key, "UNISENDER_GO_API_URL": f.api_url}),
     "Resend": (FakeResend, "resend", lambda f: {"RESEND_API_KEY": f.api_key, "RESEND_API_URL": f.api_url}),
+    "Amazon SES": (FakeAmazonSES, "amazon_ses", lambda f: {"AMAZON_SES_CLIENT_PARAMS": {
+        "endpoint_url": f.api_url, "region_name": "eu-west-1", "aws_access_key_id": f.api_key,
+        "aws_secret_access_key": "fake-secret"}}),
 }
 LINK = re.compile(r"https://news\.example\.com/u/([^/\s\"<>]+)/")
 READERS = 120
@@ -124,3 +128,39 @@ def test_a_request_refused_outright_fails_the_batch_without_a_retry(alert, setti
     provider.fail_next(1, status=400)
     assert fanout.batch_send(batch_id=batch.pk) == Batch.Status.FAILED
     assert Delivery.objects.get().status == Delivery.Status.FAILED
+
+
+def test_amazon_ses_sends_50_a_call_from_one_template_per_alert_deleted_when_it_is_done(alert, settings):
+    fake_class, module, anymail = PROVIDERS["Amazon SES"]
+    with fake_class() as ses:
+        settings.EMAIL_BACKEND = f"anymail.backends.{module}.EmailBackend"
+        settings.ANYMAIL = {**settings.ANYMAIL, **anymail(ses)}
+        for i in range(120):
+            make_subscriber(f"r{i}@example.com")
+        batches = publish_and_cut(alert, settings=settings)
+        assert [b.planned_count for b in batches] == [50, 50, 20]
+        send_all(batches)
+        assert ses.stats()["calls"] == 3 and len(ses.recipient_counts()) == 120
+        # One template for the alert, created by the first call, deleted as it finished.
+        assert {call["DefaultContent"]["Template"]["TemplateName"] for call in ses.calls} == {f"stoppress-alert-{alert.pk}"}
+        assert ses.deleted_templates == [f"stoppress-alert-{alert.pk}"] and not ses.templates
+        entry = ses.calls[0]["BulkEmailEntries"][0]
+        names = {h["Name"] for h in entry["ReplacementHeaders"]}
+        assert {"List-Unsubscribe", "List-Unsubscribe-Post"} <= names and "Message-ID" not in names
+    alert.refresh_from_db()
+    assert alert.status == "sent"
+
+
+def test_amazon_ses_stores_the_template_again_if_it_was_deleted_meanwhile(alert, settings):
+    """"Retry failed now" after the alert finished: another process deleted the template."""
+    fake_class, module, anymail = PROVIDERS["Amazon SES"]
+    with fake_class() as ses:
+        settings.EMAIL_BACKEND = f"anymail.backends.{module}.EmailBackend"
+        settings.ANYMAIL = {**settings.ANYMAIL, **anymail(ses)}
+        for i in range(60):
+            make_subscriber(f"r{i}@example.com")
+        first, second = publish_and_cut(alert, settings=settings)
+        fanout.batch_send(batch_id=first.pk)
+        ses.templates.clear()
+        assert fanout.batch_send(batch_id=second.pk) == Batch.Status.SENT
+        assert len(ses.recipient_counts()) == 60

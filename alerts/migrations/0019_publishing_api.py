@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('alerts', '0012_security_review'),
+        ('alerts', '0018_failover'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
