@@ -15,8 +15,8 @@ from .api import idempotency
 from .common.queueing import enqueue
 from .digests import schedule as digest_schedule
 from .digests import send as digest_send
-from .outbound import delivery as webhook_delivery
 from .observability import deliverability
+from .outbound import delivery as webhook_delivery
 from .publishing import fanout
 from .rights import retention
 from .rights.links import data_link_send
