@@ -9,8 +9,10 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html_join
 
+from .api import admin as api_admin  # noqa: F401  (registers ApiTokenAdmin)
 from .digests import admin as digests_admin  # noqa: F401  (registers DigestRunAdmin)
 from .models import AuditEvent
+from .outbound import admin as outbound_admin  # noqa: F401  (registers the webhook endpoints and messages)
 from .publishing import admin as publishing_admin  # noqa: F401  (registers AlertAdmin, TopicAdmin)
 from .rights.admin import erase_subscribers, export_subscriber_data
 from .sending import admin as sending_admin  # noqa: F401  (registers BatchAdmin, DeliveryAdmin)

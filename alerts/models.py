@@ -766,3 +766,158 @@ class OutboxEmail(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} to {self.address} ({self.status})"
+
+
+# --- The publishing API: integration tokens and idempotent writes --------------------
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def active(self) -> ApiTokenQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiToken(models.Model):
+    """One newsroom integration's key to the publishing API (the CMS, a script).
+
+    The token is `sp_<prefix>_<secret>`: the prefix, public, finds the row; only a
+    SHA-256 of the whole token is kept, so the token itself is shown once, when an
+    admin creates it, and a copy of this table opens nothing. The secret has 256 bits
+    of entropy, so a fast hash is enough (there is no dictionary to try)."""
+
+    class Scope(models.TextChoices):
+        DRAFT = "draft", "Write drafts"
+        PUBLISH = "draft+publish", "Write drafts, and publish, schedule and stop alerts"
+
+    name = models.CharField(max_length=100, help_text="Which integration uses it, e.g. “CMS”.")
+    scope = models.CharField(max_length=20, choices=Scope.choices, default=Scope.DRAFT)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+", editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} (sp_{self.prefix}_…)"
+
+    @property
+    def can_publish(self) -> bool:
+        return self.scope == self.Scope.PUBLISH
+
+
+class IdempotentRequest(models.Model):
+    """The first answer to a write sent with an `Idempotency-Key`, replayed to every
+    retry of the same request by the same token until `expires_at`. The unique
+    (token, key) makes a concurrent retry wait for the first request's transaction and
+    then replay its answer, so the write happens once."""
+
+    token = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # SHA-256 of the method, path and body: the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(default=0)
+    response = models.TextField(blank=True)
+    location = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["token", "key"], name="idempotency_key_per_token")]
+
+    def __str__(self) -> str:
+        return f"{self.key} → {self.status_code}"
+
+
+# --- Outgoing webhooks: the newsroom's endpoints and the outbox of their events ------
+
+
+class WebhookEndpoint(models.Model):
+    """A URL of the newsroom's own systems that is told, signed per the Standard
+    Webhooks spec with its own secret, when the chosen events happen."""
+
+    class Event(models.TextChoices):
+        ALERT_PUBLISHED = "alert.published", "An alert was published"
+        ALERT_SENT = "alert.sent", "An alert finished sending (with its totals)"
+        ALERT_FAILED = "alert.failed", "An alert failed to send"
+        ALERT_CANCELLED = "alert.cancelled", "An alert was stopped or its schedule cancelled"
+        CORRECTION_SENT = "correction.sent", "A correction or update was sent"
+        SUBSCRIBER_CONFIRMED = "subscriber.confirmed", "A reader confirmed their subscription"
+        SUBSCRIBER_UNSUBSCRIBED = "subscriber.unsubscribed", "A reader unsubscribed"
+        SUBSCRIBER_SUPPRESSED = "subscriber.suppressed", "An address was suppressed (bounce, complaint)"
+
+    name = models.CharField(max_length=100)
+    url = models.URLField("URL", max_length=500)
+    # whsec_<base64 of 24 random bytes>, the Standard Webhooks form; kept as it is, since
+    # signing needs it, and shown to staff so they can give it to the receiver.
+    secret = models.CharField(max_length=100, editable=False)
+    events = models.JSONField(default=list, help_text="The events this endpoint is sent.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # While the endpoint fails, one message at a time probes it, after a doubling pause;
+    # its other messages wait rather than each spend a timeout (outbound/delivery.py).
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    paused_until = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "webhook endpoint"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WebhookMessage(models.Model):
+    """The outbox: one event for one endpoint, written in the transaction of what
+    happened, delivered by a Celery task, retried with backoff until the endpoint
+    answers 2xx or WEBHOOK_MAX_ATTEMPTS run out. Its `message_id` (the webhook-id
+    header) is the same on every attempt, so a receiver can tell a repeat."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="messages")
+    message_id = models.CharField(max_length=40, unique=True)
+    event_type = models.CharField(max_length=40)
+    payload = models.TextField()  # the exact body, so that every attempt signs the same bytes
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=400, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["next_attempt_at"], name="webhook_message_due",
+                                condition=Q(status__in=["pending", "sending"]))]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} → {self.endpoint_id} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One try at delivering a webhook message: when, how long, and what came back."""
+
+    message = models.ForeignKey(WebhookMessage, on_delete=models.CASCADE, related_name="tries")
+    at = models.DateTimeField(default=timezone.now)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=400, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["at"]
+
+    def __str__(self) -> str:
+        return f"{self.status_code or self.error[:40]} at {self.at:%H:%M:%S}"

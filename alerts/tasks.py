@@ -11,10 +11,12 @@ from celery import shared_task
 from django.db import DatabaseError, close_old_connections
 
 from . import sweeper
+from .api import idempotency
 from .common.queueing import enqueue
 from .digests import schedule as digest_schedule
 from .digests import send as digest_send
 from .observability import deliverability
+from .outbound import delivery as webhook_delivery
 from .outbox.services import outbox_drain
 from .publishing import fanout
 from .rights import retention
@@ -116,6 +118,33 @@ def purge_old_deliveries() -> int:
     if retention.old_deliveries_remain():
         enqueue("alerts.purge_old_deliveries")
     return deleted
+
+
+@shared_task(name="alerts.purge_idempotency_keys")
+def purge_idempotency_keys() -> int:
+    """Delete the publishing API's Idempotency-Keys past their expiry. Safe to run
+    twice: an expired key is replayed to nobody."""
+    return idempotency.purge_expired()
+
+
+@shared_task(name="alerts.deliver_webhook", acks_late=True)
+def deliver_webhook(message_id: int) -> None:
+    """One attempt at one outgoing webhook. Running twice is harmless: the message is
+    claimed first, so one run posts it; a failure waits for the sweep's next try."""
+    webhook_delivery.webhook_deliver(message_id=message_id)
+
+
+@shared_task(name="alerts.sweep_webhooks")
+def sweep_webhooks() -> int:
+    """Queue outgoing webhooks due a (re)try, and take back those whose worker died.
+    Idempotent: a message queued twice is claimed once."""
+    return webhook_delivery.webhooks_due()
+
+
+@shared_task(name="alerts.purge_webhook_messages")
+def purge_webhook_messages() -> int:
+    """Delete old delivered and failed outgoing webhooks. Safe to run twice."""
+    return webhook_delivery.purge_old_messages()
 
 
 @shared_task(name="alerts.process_consent_request", acks_late=True)

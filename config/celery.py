@@ -8,6 +8,8 @@ Three queues, so that a breaking alert never waits behind anything else:
 - ``digests``: scheduled digests and housekeeping, which may take their time.
 - ``sweeps``: the recovery sweep, every few seconds, so that it never queues behind
   the batches it is there to rescue.
+- ``webhooks``: outgoing webhooks to the newsroom's own systems, so that a slow or dead
+  receiver never holds up anything else.
 
 The Redis ``visibility_timeout`` (settings.CELERY_VISIBILITY_TIMEOUT, 15 minutes) is
 how long an unacknowledged task stays hidden before Redis hands it to another worker.
@@ -38,7 +40,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # to the default exchange and key, and a message for one queue lands in all three.
 app.conf.task_queues = tuple(
     Queue(name, Exchange(name, type="direct"), routing_key=name)
-    for name in ("alerts", "transactional", "digests", "sweeps")
+    for name in ("alerts", "transactional", "digests", "sweeps", "webhooks")
 )
 app.conf.task_default_queue = "transactional"
 app.conf.task_routes = {
@@ -56,6 +58,10 @@ app.conf.task_routes = {
     "alerts.send_digests": {"queue": "digests"},
     "alerts.purge_unconfirmed": {"queue": "digests"},
     "alerts.purge_old_deliveries": {"queue": "digests"},
+    "alerts.purge_idempotency_keys": {"queue": "digests"},
+    "alerts.deliver_webhook": {"queue": "webhooks"},
+    "alerts.sweep_webhooks": {"queue": "webhooks"},
+    "alerts.purge_webhook_messages": {"queue": "digests"},
     "alerts.check_deliverability": {"queue": "digests"},
 }
 SWEEP_EVERY = 5.0  # seconds
@@ -74,6 +80,14 @@ app.conf.beat_schedule = {
                           "options": {"queue": "digests"}},
     "purge-old-deliveries": {"task": "alerts.purge_old_deliveries", "schedule": crontab(hour=3, minute=47),
                              "options": {"queue": "digests"}},
+    # Outgoing webhooks due a retry, on their own queue like their deliveries, so a dead
+    # receiver's backlog never delays a send or a digest.
+    "sweep-webhooks": {"task": "alerts.sweep_webhooks", "schedule": SWEEP_EVERY,
+                       "options": {"queue": "webhooks", "expires": SWEEP_EVERY}},
+    "purge-idempotency-keys": {"task": "alerts.purge_idempotency_keys", "schedule": crontab(hour=4, minute=7),
+                               "options": {"queue": "digests"}},
+    "purge-webhook-messages": {"task": "alerts.purge_webhook_messages", "schedule": crontab(hour=4, minute=17),
+                               "options": {"queue": "digests"}},
     # Observability: the operator's log says so while spam complaints are too high.
     "check-deliverability": {"task": "alerts.check_deliverability", "schedule": 600.0,
                              "options": {"queue": "digests", "expires": 600.0}},

@@ -50,11 +50,14 @@ INSTALLED_APPS = [
     "corsheaders",
     "csp",
     "anymail",
+    "ninja",  # the publishing API's docs page, with its Swagger UI served from our own static files
     "alerts",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Every error under /api/v1/ is application/problem+json, even Django's own 404 and 500.
+    "alerts.api.problems.ProblemMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -468,6 +471,34 @@ UNSUBSCRIBE_UNDO_HOURS: int = env.int("UNSUBSCRIBE_UNDO_HOURS", default=48)
 PREFERENCES_LINK_COOLDOWN_SECONDS: int = env.int("PREFERENCES_LINK_COOLDOWN_SECONDS", default=600)
 PREFERENCES_LINK_DAILY_LIMIT: int = env.int("PREFERENCES_LINK_DAILY_LIMIT", default=3)
 
+# --- The publishing API (/api/v1/) ---------------------------------------------------
+# Requests per API token. A CMS that polls an alert's progress every second makes 60 a
+# minute; 300 leaves room for several alerts at once and stops a runaway script.
+API_RATE_PER_TOKEN: str = env.str("API_RATE_PER_TOKEN", default="300/m")
+# Requests with a missing or wrong token per client address (behind TRUSTED_PROXIES).
+# An integration misconfigured after a token rotation fails a few times a minute;
+# more than this is somebody trying tokens.
+API_AUTH_FAILURES_PER_IP: str = env.str("API_AUTH_FAILURES_PER_IP", default="30/m")
+# How long an Idempotency-Key's first answer is replayed: a day, as the payment APIs
+# that made the header common keep theirs, longer than any client's retry loop.
+API_IDEMPOTENCY_HOURS: int = env.int("API_IDEMPOTENCY_HOURS", default=24)
+# The largest request body the API reads. An alert with every field full is about 25 KB,
+# and under 150 KB even from a client that escapes every character as \uXXXX.
+API_MAX_BODY_BYTES: int = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
+
+# --- Outgoing webhooks --------------------------------------------------------------
+# How long one delivery waits for the receiver: a receiver should answer at once and do
+# its work later (the Standard Webhooks advice), and a worker waits no longer than this.
+WEBHOOK_TIMEOUT_SECONDS: int = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
+# Retries double from WEBHOOK_RETRY_SECONDS up to WEBHOOK_MAX_DELAY_SECONDS: with the
+# defaults (10 s, an hour, 15 attempts) a receiver down for up to about six hours still
+# gets every event, once it is back.
+WEBHOOK_RETRY_SECONDS: int = env.int("WEBHOOK_RETRY_SECONDS", default=10)
+WEBHOOK_MAX_DELAY_SECONDS: int = env.int("WEBHOOK_MAX_DELAY_SECONDS", default=3600)
+WEBHOOK_MAX_ATTEMPTS: int = env.int("WEBHOOK_MAX_ATTEMPTS", default=15)
+# Delivered and failed messages name readers, so they go after this many days (a month
+# to look into a receiver's complaint); erasing a reader scrubs their address at once.
+WEBHOOK_RETENTION_DAYS: int = env.int("WEBHOOK_RETENTION_DAYS", default=30)
 # --- Observability: metrics, logs, errors, deliverability guard --------------------
 # The Prometheus endpoint (/metrics) answers only a scraper that sends
 # "Authorization: Bearer <METRICS_TOKEN>" or comes from METRICS_ALLOWED_NETWORKS (CIDR

@@ -62,7 +62,7 @@ class Worker:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", *self.celery_args, "worker",
-             "-Q", "alerts,transactional,digests,sweeps", "-P", "prefork",
+             "-Q", "alerts,transactional,digests,sweeps,webhooks", "-P", "prefork",
              f"--concurrency={self.concurrency}", "--loglevel=INFO", "--without-heartbeat",
              "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,

@@ -34,4 +34,17 @@ def test_the_csrf_exempt_views_are_exactly_one_click_the_webhooks_and_the_embed_
     # Provider webhooks: authenticated by Basic auth and the provider's signature.
     assert webhooks and all(name.endswith("_tracking_webhook") for name in webhooks), webhooks
     assert "anymail:mailgun_tracking_webhook" in webhooks
-    assert exempt - webhooks == EXPECTED
+    # The publishing API: authenticated by a bearer token the client must send itself,
+    # never by a cookie, so a forged cross-site request carries no credential.
+    api = {name for name in exempt if name.startswith("api-v1:")}
+    assert api == {"api-v1:alert_create", "api-v1:alert_read", "api-v1:alert_publish",
+                   "api-v1:alert_schedule", "api-v1:alert_stop", "api-v1:topic_list"}
+    assert exempt - webhooks - api == EXPECTED
+
+
+def test_every_api_operation_takes_a_bearer_token_and_no_cookie(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    assert schema["components"]["securitySchemes"] == {"TokenAuth": {"type": "http", "scheme": "bearer"}}
+    operations = [op for methods in schema["paths"].values() for op in methods.values()]
+    assert len(operations) == 6
+    assert all(op["security"] == [{"TokenAuth": []}] for op in operations)

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from ..models import Suppression
 from .addresses import email_hmac
+from .outbox import Event, webhook_emit
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ def suppression_add(*, email_hmac: str, reason: str, event_id: str = "", detail:
         ignore_conflicts=True,
     )
     logger.info("Suppressed an address (%s, event %s)", reason, event_id or "-")
+    if created:
+        # Only the keyed hash: the address may be unknown here, or erased.
+        webhook_emit(Event.SUBSCRIBER_SUPPRESSED, {"email_hmac": email_hmac, "reason": reason})
     return bool(created)
 
 

@@ -51,6 +51,7 @@ from ..sending.provider import (
 )
 from . import corrections
 from .audience import audience, audience_before_suppression, follow_up_ranges, recipients
+from .events import alert_finished_emit
 
 logger = logging.getLogger(__name__)
 
@@ -310,4 +311,5 @@ def alert_finish_if_done(*, alert_id: int) -> bool:
             "published_at", "first_handoff_at", "last_handoff_at").get())
         for backend in (None, failover.fallback_backend() or None) if failover.enabled() else (None,):
             delete_stored_template(_template_key(alert_id), backend)
+        alert_finished_emit(alert_id)
     return finished

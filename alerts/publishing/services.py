@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -14,8 +15,9 @@ from django.utils import timezone
 from ..common.queueing import enqueue_on_commit
 from ..common.tokens import link_tokens
 from ..emails import alert_message
-from ..models import Alert, Batch
+from ..models import Alert, Batch, Topic
 from .audience import audience_count
+from .events import Event, alert_emit
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,39 @@ def alert_approve(*, alert_id: int, user) -> bool:
     return True
 
 
+class UnknownTopics(ValueError):
+    """Some topic slugs name no topic; `slugs` lists them."""
+
+    def __init__(self, slugs: list[str]) -> None:
+        self.slugs = slugs
+        super().__init__(f"Unknown topic(s): {', '.join(slugs)}")
+
+
+def topics_by_slug(slugs: Sequence[str]) -> list[Topic]:
+    """The topics these slugs name, in the order given; raises UnknownTopics naming
+    every slug that names none (so a typo in a CMS never files an alert nowhere)."""
+    wanted = list(dict.fromkeys(slugs))
+    found = {topic.slug: topic for topic in Topic.objects.filter(slug__in=wanted)}
+    missing = [slug for slug in wanted if slug not in found]
+    if missing:
+        raise UnknownTopics(missing)
+    return [found[slug] for slug in wanted]
+
+
+def alert_create(*, headline: str, standfirst: str = "", body: str = "", url: str = "",
+                 image_url: str = "", image_alt: str = "", topics: Sequence[Topic] = (),
+                 user=None) -> Alert:
+    """Write a draft, as an editor's Add form does; publishing or scheduling it is a
+    separate step (alert_publish, alert_schedule), which the caller may take in the same
+    transaction to create and send in one go."""
+    with transaction.atomic():
+        alert = Alert.objects.create(headline=headline, standfirst=standfirst, body=body, url=url,
+                                     image_url=image_url, image_alt=image_alt, author=user)
+        alert.topics.set(topics)
+    logger.info("Alert %s created", alert.pk)
+    return alert
+
+
 def alert_publish(*, alert_id: int, user=None) -> bool:
     """Start sending now. Returns False if the alert was already published (a double
     click, two editors at once, a retried request): it is published once. Raises
@@ -72,6 +107,7 @@ def alert_publish(*, alert_id: int, user=None) -> bool:
         ).update(status=Alert.Status.SENDING, published_at=Now(), published_by=user)
         if started:
             enqueue_on_commit("alerts.fan_out_alert", alert_id=alert_id)
+            alert_emit(Event.ALERT_PUBLISHED, alert_id)
     if started:
         logger.info("Alert %s published", alert_id)
     return bool(started)
@@ -144,6 +180,8 @@ def alert_stop(*, alert_id: int) -> bool:
         ).update(status=Alert.Status.CANCELLED, cancelled_at=timezone.now())
         Batch.objects.filter(alert_id=alert_id, status=Batch.Status.PENDING).update(
             status=Batch.Status.CANCELLED)
+        if stopped:
+            alert_emit(Event.ALERT_CANCELLED, alert_id)
     return bool(stopped)
 
 

@@ -13,7 +13,16 @@ from django.db import transaction
 from django.db.models import Model
 
 from ..common.suppression import suppression_add
-from ..models import Batch, ConsentRequest, Delivery, RightsEvent, Subscriber, Suppression, TrackingEvent
+from ..models import (
+    Batch,
+    ConsentRequest,
+    Delivery,
+    RightsEvent,
+    Subscriber,
+    Suppression,
+    TrackingEvent,
+    WebhookMessage,
+)
 from .log import rights_record
 
 logger = logging.getLogger(__name__)
@@ -28,6 +37,8 @@ FREE_TEXT: list[tuple[type[Model], str]] = [
     (Suppression, "detail"),
     (LogEntry, "object_repr"),
     (LogEntry, "change_message"),
+    # Outgoing webhooks about the reader (subscriber.confirmed, ...), sent or waiting.
+    (WebhookMessage, "payload"),
 ]
 
 

@@ -28,6 +28,7 @@ from django.utils import timezone
 from ..common import wording
 from ..common.addresses import email_hmac
 from ..common.consent import Action, Purpose, RequestMeta, Source, record_consent
+from ..common.outbox import Event, subscriber_data, webhook_emit
 from ..common.queueing import nudge_on_commit
 from ..common.suppression import lift_erasure
 from ..common.tokens import TokenExpired, TokenInvalid, confirm_tokens
@@ -187,6 +188,8 @@ def _grant(request: ConsentRequest, subscriber: Subscriber, *, source: str, meta
         if purpose in changed:
             record_consent(subscriber=subscriber, purpose=purpose, action=Action.CONFIRMED, source=source,
                            meta=meta, shown=shown, privacy_notice=request.privacy_notice)
+    if Purpose.ALERTS in changed:
+        webhook_emit(Event.SUBSCRIBER_CONFIRMED, subscriber_data(subscriber))
     request.confirmed_at = timezone.now()
     request.save(update_fields=["confirmed_at"])
     return bool(changed)

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from ..common.addresses import email_hmac
 from ..common.consent import Action, Purpose, RequestMeta, Source, record_consent
+from ..common.outbox import Event, subscriber_data, webhook_emit
 from ..common.ratelimits import allow_preferences_email
 from ..emails import preferences_message
 from ..models import Delivery, Subscriber, Suppression, Topic, Wording
@@ -47,6 +48,7 @@ def subscriber_unsubscribe(
         record_consent(subscriber=subscriber, purpose=Purpose.ALERTS, action=Action.WITHDRAWN,
                        source=source, meta=meta, note=note, wording_kind=wording_kind)
         _attribute_unsubscribe(subscriber.pk)
+        webhook_emit(Event.SUBSCRIBER_UNSUBSCRIBED, subscriber_data(subscriber))
     logger.info("Subscriber %s unsubscribed from alerts (%s)", subscriber_id, source)
     return True
 
@@ -96,6 +98,7 @@ def subscriber_resubscribe(
             subscriber.save(update_fields=["status", "confirmed_at", "unsubscribed_at"])
             record_consent(subscriber=subscriber, purpose=Purpose.ALERTS, action=Action.GIVEN,
                            source=source, meta=meta, wording_kind=wording_kind)
+            webhook_emit(Event.SUBSCRIBER_CONFIRMED, subscriber_data(subscriber))
             return ResubscribeOutcome.RESUBSCRIBED
         _request_confirmation(subscriber, source=source, meta=meta)
     return ResubscribeOutcome.CONFIRMATION_SENT

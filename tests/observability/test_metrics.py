@@ -42,7 +42,7 @@ def test_queue_depth_is_each_celery_queues_length_on_the_broker(broker_redis):
     broker_redis.rpush("alerts", "a", "b")
     broker_redis.rpush("alerts\x06\x166", "c")  # a priority-6 message
     broker_redis.rpush("transactional", "d")
-    assert queue_depths() == {"alerts": 3, "transactional": 1, "digests": 0, "sweeps": 0}
+    assert queue_depths() == {"alerts": 3, "transactional": 1, "digests": 0, "sweeps": 0, "webhooks": 0}
     broker_redis.flushdb()
 
 
