@@ -116,5 +116,11 @@ def test_a_site_not_on_the_list_cannot_frame_the_form(site, host_page, page, set
     page.goto(host_page + "/article")
     page.wait_for_load_state("load")
     frame = next(f for f in page.frames if f != page.main_frame)
+    # The refused frame's navigation to Chromium's error page can land just after the
+    # host page's load event: wait for it (up to 10 s) rather than racing it.
+    for _ in range(200):
+        if frame.url.startswith("chrome-error://"):
+            break
+        page.wait_for_timeout(50)
     assert frame.url.startswith("chrome-error://")  # Chromium refused to show it
     assert frame.locator("#id_email").count() == 0
