@@ -97,7 +97,7 @@ def test_a_follow_up_that_finishes_is_correction_sent_not_alert_sent(receiver, e
     endpoint = endpoint_for(E.ALERT_SENT, E.CORRECTION_SENT, E.ALERT_FAILED)
     follow_ups = [Alert.objects.create(headline=f"Fix {kind}", kind=kind, follow_up_of=alert)
                   for kind in (Alert.Kind.CORRECTION, Alert.Kind.UPDATE, Alert.Kind.CORRECTION)]
-    for follow_up, status in zip(follow_ups, (Batch.Status.SENT, Batch.Status.SENT, Batch.Status.FAILED)):
+    for follow_up, status in zip(follow_ups, (Batch.Status.SENT, Batch.Status.SENT, Batch.Status.FAILED), strict=True):
         Alert.objects.filter(pk=follow_up.pk).update(status=Alert.Status.SENDING, published_at=timezone.now(),
                                                       fanned_out_at=timezone.now(), audience_size=2)
         Batch.objects.create(alert=follow_up, first_subscriber_id=1, last_subscriber_id=2, planned_count=2,
@@ -108,7 +108,7 @@ def test_a_follow_up_that_finishes_is_correction_sent_not_alert_sent(receiver, e
     events = sorted(((e["type"], e["data"]) for e in receiver.verified(endpoint.secret)),
                     key=lambda event: event[1]["alert"]["id"])
     assert [kind for kind, _ in events] == ["correction.sent", "correction.sent", "alert.failed"]
-    for (_, data), follow_up in zip(events, follow_ups):
+    for (_, data), follow_up in zip(events, follow_ups, strict=True):
         assert data["alert"]["id"] == follow_up.pk and data["alert"]["follow_up_of"] == alert.pk
         assert data["alert"]["kind"] == follow_up.kind
     assert events[0][1]["totals"] == {"audience": 2, "sent": 2, "failed": 0, "skipped": 0}
