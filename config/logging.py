@@ -15,10 +15,10 @@ from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 FORMATS = ("plain", "json")
 
-# The recovery sweep runs every few seconds: Celery's own "received", "succeeded" and
-# beat's "sending due task" lines for it would bury everything else. The sweep logs
-# for itself when it acted.
-QUIET_TICKS = ("alerts.sweep_sends", "sweep-sends")
+# The recovery sweeps (sends, and outgoing webhooks) run every few seconds: Celery's
+# own "received", "succeeded" and beat's "sending due task" lines for them would bury
+# everything else. Each sweep logs for itself when it acted.
+QUIET_TICKS = ("alerts.sweep_sends", "sweep-sends", "alerts.sweep_webhooks", "sweep-webhooks")
 
 
 class JsonFormatter(_JsonFormatter):

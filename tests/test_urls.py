@@ -38,7 +38,8 @@ def test_the_csrf_exempt_views_are_exactly_one_click_the_webhooks_and_the_embed_
     # never by a cookie, so a forged cross-site request carries no credential.
     api = {name for name in exempt if name.startswith("api-v1:")}
     assert api == {"api-v1:alert_create", "api-v1:alert_read", "api-v1:alert_publish",
-                   "api-v1:alert_schedule", "api-v1:alert_stop", "api-v1:topic_list"}
+                   "api-v1:alert_schedule", "api-v1:alert_stop", "api-v1:alert_correct",
+                   "api-v1:alert_update", "api-v1:topic_list"}
     assert exempt - webhooks - api == EXPECTED
 
 
@@ -46,5 +47,5 @@ def test_every_api_operation_takes_a_bearer_token_and_no_cookie(client):
     schema = client.get("/api/v1/openapi.json").json()
     assert schema["components"]["securitySchemes"] == {"TokenAuth": {"type": "http", "scheme": "bearer"}}
     operations = [op for methods in schema["paths"].values() for op in methods.values()]
-    assert len(operations) == 6
+    assert len(operations) == 8
     assert all(op["security"] == [{"TokenAuth": []}] for op in operations)

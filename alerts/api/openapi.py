@@ -15,8 +15,10 @@ from .schemas import ProblemOut
 # invalid parameter or header, the token's rate limit.
 EVERY = {401: "No valid API token", 413: "Body too large", 422: "Invalid input", 429: "Rate limit reached"}
 # And writes: malformed JSON, a token without the scope, the alert's state forbids it
-# (or the same Idempotency-Key is still being answered).
-WRITES = {400: "Malformed body", 403: "The token lacks the scope", 409: "Conflict with the alert's state"}
+# (it needs an editor's approval, it cannot be followed up, or the same Idempotency-Key
+# is still being answered).
+WRITES = {400: "Malformed body", 403: "The token lacks the scope",
+          409: "Conflict with the alert's state, or it needs an editor's approval"}
 WITH_ID = {404: "No such alert"}
 
 

@@ -15,6 +15,7 @@ from ninja import Field, Schema
 from pydantic import AfterValidator, AwareDatetime, ValidationInfo, field_validator
 
 from ..models import Alert, Topic
+from ..observability.time_to_inbox import InboxTimes, Quantiles
 from ..publishing.progress import Progress
 
 # An embargo further ahead than this is almost certainly a typo (a wrong year).
@@ -105,6 +106,26 @@ class AlertIn(Schema):
         return when
 
 
+class FollowUpIn(Schema):
+    """A correction or update: its own text; it goes to the original's recipients."""
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"headline": "Only one missile was fired", "standfirst": "We said two earlier: it was one"}]}}
+
+    headline: Annotated[Line, Field(min_length=1, max_length=200,
+                                    description="The email's subject, after “Correction:” or “Update:”.")]
+    standfirst: Annotated[Line, Field(max_length=400)] = ""
+    body: Annotated[str, Field(max_length=20000), AfterValidator(_paragraphs)] = ""
+    url: Url = Field("", description="The article; the original's when left out.")
+
+    @field_validator("headline")
+    @classmethod
+    def _not_blank(cls, headline: str) -> str:
+        if not headline:
+            raise ValueError("must not be blank")
+        return headline
+
+
 class ScheduleIn(Schema):
     scheduled_for: Embargo = Field(description="When to publish, ISO 8601 with a UTC offset.")
 
@@ -135,6 +156,32 @@ class ProgressOut(Schema):
     next_attempt_at: datetime | None
 
 
+class QuantilesOut(Schema):
+    count: int = Field(description="Readers whose delivery the provider reported.")
+    p50: float | None = Field(description="Seconds from publishing to the mailbox.")
+    p95: float | None
+    p99: float | None
+
+
+def _quantiles(figures: Quantiles) -> QuantilesOut:
+    return QuantilesOut(count=figures.count, p50=figures.p50, p95=figures.p95, p99=figures.p99)
+
+
+class TimeToInboxOut(Schema):
+    """How long readers waited between publishing and delivery, as the progress page shows it."""
+
+    overall: QuantilesOut
+    by_mailbox: dict[str, QuantilesOut] = Field(
+        description="Per mailbox provider: gmail, microsoft, yahoo, apple, other.")
+
+    @classmethod
+    def of(cls, times: InboxTimes) -> TimeToInboxOut | None:
+        if not times.overall.count:
+            return None
+        return cls(overall=_quantiles(times.overall),
+                   by_mailbox={key: _quantiles(value) for key, value in times.by_mailbox.items()})
+
+
 AlertStatus = Literal["draft", "scheduled", "sending", "sent", "cancelled", "failed"]
 DONE = {Alert.Status.SENT, Alert.Status.CANCELLED, Alert.Status.FAILED}
 
@@ -156,16 +203,25 @@ class AlertOut(Schema):
     finished_at: datetime | None
     cancelled_at: datetime | None
     progress: ProgressOut
+    kind: Literal["normal", "correction", "update"] = Field(
+        description="normal, or a correction or update of the alert `follow_up_of`.")
+    follow_up_of: int | None = Field(description="The original alert's id, for a correction or update.")
+    follow_ups: list[int] = Field(description="The ids of this alert's corrections and updates, oldest first.")
+    time_to_inbox: TimeToInboxOut | None = Field(
+        description="Seconds from publishing to delivery; null until a delivery is reported.")
     links: dict[str, str]
 
     @classmethod
-    def of(cls, alert: Alert, progress: Progress) -> AlertOut:
+    def of(cls, alert: Alert, progress: Progress, *, follow_ups: list[int] = (),
+           inbox: InboxTimes | None = None) -> AlertOut:
         figures = {name: getattr(progress, name) for name in ProgressOut.model_fields}
         fields = {name: getattr(alert, name) for name in (
             "id", "headline", "standfirst", "body", "url", "image_url", "image_alt", "status",
             "created_at", "scheduled_for", "published_at", "finished_at", "cancelled_at")}
         return cls(**fields, topics=[topic.slug for topic in alert.topics.all()],
                    done=alert.status in DONE, progress=ProgressOut(**figures),
+                   kind=alert.kind, follow_up_of=alert.follow_up_of_id, follow_ups=list(follow_ups),
+                   time_to_inbox=TimeToInboxOut.of(inbox) if inbox is not None else None,
                    links={"self": reverse("api-v1:alert_read", args=[alert.pk])})
 
 

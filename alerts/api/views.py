@@ -2,8 +2,9 @@
 calls the editor's own services (publishing/services.py) and answers with the alert
 as it now is, live progress included.
 
-New endpoints on an alert (corrections and updates, say) join `alerts_router` with
-the same three helpers: `_alert_or_404`, `_require_publish` and `@idempotent`."""
+New endpoints on an alert join `alerts_router` with the same helpers: `_alert_or_404`,
+`_require_publish`, `@idempotent`, and `_audit` for every write (via=API, the token's
+name as the actor)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ from ninja import Header, NinjaAPI, Path, Router
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
-from ..models import Alert, ApiToken, Topic
-from ..publishing import services
+from ..common.audit import record_audit
+from ..models import Alert, ApiToken, AuditEvent, Topic
+from ..observability.time_to_inbox import alert_inbox_times
+from ..publishing import corrections, services
 from ..publishing.progress import alert_progress
 from .idempotency import idempotent
 from .openapi import ProblemDocumentedAPI
 from .problems import Problem, problem_response
-from .schemas import AlertIn, AlertOut, ScheduleIn, TopicOut, topic_out
+from .schemas import AlertIn, AlertOut, FollowUpIn, ScheduleIn, TopicOut, topic_out
 from .tokens import check_rate, count_failure, token_authenticate
 
 
@@ -74,11 +77,22 @@ def _require_publish(request: HttpRequest) -> None:
 
 def _alert_response(alert_id: int, status: int = 200) -> HttpResponse:
     alert = _alert_or_404(alert_id)
-    body = AlertOut.of(alert, alert_progress(alert)).model_dump_json()
+    follow_ups = list(alert.follow_ups.order_by("pk").values_list("pk", flat=True))
+    # The cached figures, as the progress page's poll reads them: a CMS polling every
+    # second costs one sort of the alert's delivered events per CACHE_SECONDS.
+    body = AlertOut.of(alert, alert_progress(alert), follow_ups=follow_ups,
+                       inbox=alert_inbox_times(alert, cached=True)).model_dump_json()
     response = HttpResponse(body, status=status, content_type="application/json")
     if status == 201:
         response["Location"] = reverse("api-v1:alert_read", args=[alert.pk])
     return response
+
+
+def _audit(request: HttpRequest, action: str, alert_id: int, **details) -> None:
+    """The audit trail's record of an API write: the token's name as the actor, the
+    client's address, in the write's own transaction."""
+    record_audit(action=action, request=request, target=Alert.objects.get(pk=alert_id),
+                 via=AuditEvent.Via.API, actor_name=f"API token: {request.auth.name}", **details)
 
 
 def _refused(alert_id: int, action: str) -> Problem:
@@ -98,12 +112,18 @@ def alert_create(request: HttpRequest, payload: AlertIn, idempotency_key: Idempo
         except services.UnknownTopics as unknown:
             raise Problem(422, str(unknown), slug="validation", errors=[
                 {"field": "topics", "message": f"unknown topic {slug!r}"} for slug in unknown.slugs]) from None
-        alert = services.alert_create(**payload.model_dump(include={
-            "headline", "standfirst", "body", "url", "image_url", "image_alt"}), topics=topics)
+        text = payload.model_dump(include={"headline", "standfirst", "body", "url", "image_url", "image_alt"})
+        alert = services.alert_create(**text, topics=topics)
+        _audit(request, AuditEvent.Action.ALERT_CREATED, alert.pk,
+               changes={**text, "topics": [topic.slug for topic in topics]})
+        # ApprovalRequired raised here rolls the whole call back: nothing is created.
         if payload.status == "published":
             services.alert_publish(alert_id=alert.pk)
+            _audit(request, AuditEvent.Action.ALERT_PUBLISHED, alert.pk)
         elif payload.status == "scheduled":
             services.alert_schedule(alert_id=alert.pk, when=payload.scheduled_for)
+            _audit(request, AuditEvent.Action.ALERT_SCHEDULED, alert.pk,
+                   changes={"scheduled_for": [None, payload.scheduled_for]})
     return _alert_response(alert.pk, status=201)
 
 
@@ -121,6 +141,7 @@ def alert_publish(request: HttpRequest, alert_id: AlertId, idempotency_key: Idem
     _alert_or_404(alert_id)
     if not services.alert_publish(alert_id=alert_id):
         raise _refused(alert_id, "published")
+    _audit(request, AuditEvent.Action.ALERT_PUBLISHED, alert_id)
     return _alert_response(alert_id)
 
 
@@ -130,9 +151,11 @@ def alert_publish(request: HttpRequest, alert_id: AlertId, idempotency_key: Idem
 def alert_schedule(request: HttpRequest, alert_id: AlertId, payload: ScheduleIn,
                    idempotency_key: IdempotencyKey = None):
     _require_publish(request)
-    _alert_or_404(alert_id)
+    before = _alert_or_404(alert_id).scheduled_for
     if not services.alert_schedule(alert_id=alert_id, when=payload.scheduled_for):
         raise _refused(alert_id, "scheduled")
+    _audit(request, AuditEvent.Action.ALERT_SCHEDULED, alert_id,
+           changes={"scheduled_for": [before, payload.scheduled_for]})
     return _alert_response(alert_id)
 
 
@@ -141,10 +164,47 @@ def alert_schedule(request: HttpRequest, alert_id: AlertId, payload: ScheduleIn,
 @idempotent
 def alert_stop(request: HttpRequest, alert_id: AlertId, idempotency_key: IdempotencyKey = None):
     _require_publish(request)
-    _alert_or_404(alert_id)
+    status = _alert_or_404(alert_id).status
     if not services.alert_stop(alert_id=alert_id):
         raise _refused(alert_id, "stopped")
+    _audit(request, AuditEvent.Action.ALERT_CANCELLED, alert_id,
+           changes={"status": [status, Alert.Status.CANCELLED]})
     return _alert_response(alert_id)
+
+
+def _follow_up(request: HttpRequest, alert_id: int, payload: FollowUpIn, kind: str) -> HttpResponse:
+    _require_publish(request)
+    original = _alert_or_404(alert_id)
+    text = payload.model_dump()
+    follow_up = corrections.send_follow_up(original, kind=kind, **text)  # FollowUpRefused: a 409
+    label = follow_up.get_kind_display()
+    _audit(request, AuditEvent.Action.FOLLOW_UP_SENT, follow_up.pk,
+           changes={"kind": kind, "follow_up_of": original.pk, **text},
+           note=f"{label} of alert {original.pk}: {original.headline}")
+    if follow_up.status == Alert.Status.DRAFT:  # past APPROVAL_REQUIRED_ABOVE: it waits for an editor
+        _audit(request, AuditEvent.Action.APPROVAL_REQUESTED, follow_up.pk)
+    return _alert_response(follow_up.pk, status=201)
+
+
+FOLLOW_UP_HELP = ("Sent at once to exactly the readers who received the original (less those who have "
+                  "unsubscribed or were suppressed since), threaded under it in their mail apps. Past "
+                  "APPROVAL_REQUIRED_ABOVE readers it is created as a draft for an editor to approve.")
+
+
+@alerts_router.post("/{alert_id}/corrections", response={201: AlertOut}, url_name="alert_correct",
+                    summary="Send a correction of a sent alert", description=FOLLOW_UP_HELP)
+@idempotent
+def alert_correct(request: HttpRequest, alert_id: AlertId, payload: FollowUpIn,
+                  idempotency_key: IdempotencyKey = None):
+    return _follow_up(request, alert_id, payload, Alert.Kind.CORRECTION)
+
+
+@alerts_router.post("/{alert_id}/updates", response={201: AlertOut}, url_name="alert_update",
+                    summary="Send an update of a sent alert", description=FOLLOW_UP_HELP)
+@idempotent
+def alert_update(request: HttpRequest, alert_id: AlertId, payload: FollowUpIn,
+                 idempotency_key: IdempotencyKey = None):
+    return _follow_up(request, alert_id, payload, Alert.Kind.UPDATE)
 
 
 @topics_router.get("", response=list[TopicOut], url_name="topic_list",
@@ -163,6 +223,19 @@ api.add_router("/topics", topics_router)
 @api.exception_handler(Problem)
 def _problem(request: HttpRequest, exc: Problem) -> HttpResponse:
     return problem_response(request, exc)
+
+
+@api.exception_handler(services.ApprovalRequired)
+def _approval_required(request: HttpRequest, exc: services.ApprovalRequired) -> HttpResponse:
+    # Raised before anything is written, or inside the write's transaction, which it
+    # rolls back: the call has done nothing.
+    return problem_response(request, Problem(
+        409, f"{exc} Approve it in the admin, then publish or schedule it again.", slug="approval-required"))
+
+
+@api.exception_handler(corrections.FollowUpRefused)
+def _follow_up_refused(request: HttpRequest, exc: corrections.FollowUpRefused) -> HttpResponse:
+    return problem_response(request, Problem(409, str(exc), slug="follow-up-refused"))
 
 
 @api.exception_handler(ValidationError)

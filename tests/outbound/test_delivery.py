@@ -92,6 +92,29 @@ def test_every_chosen_event_arrives_and_no_other(receiver, endpoint_for, world):
     assert events["subscriber.suppressed"] == {"email_hmac": email_hmac("bounced@example.com"), "reason": "bounced"}
 
 
+def test_a_follow_up_that_finishes_is_correction_sent_not_alert_sent(receiver, endpoint_for, alert):
+    receiver.start()
+    endpoint = endpoint_for(E.ALERT_SENT, E.CORRECTION_SENT, E.ALERT_FAILED)
+    follow_ups = [Alert.objects.create(headline=f"Fix {kind}", kind=kind, follow_up_of=alert)
+                  for kind in (Alert.Kind.CORRECTION, Alert.Kind.UPDATE, Alert.Kind.CORRECTION)]
+    for follow_up, status in zip(follow_ups, (Batch.Status.SENT, Batch.Status.SENT, Batch.Status.FAILED), strict=True):
+        Alert.objects.filter(pk=follow_up.pk).update(status=Alert.Status.SENDING, published_at=timezone.now(),
+                                                      fanned_out_at=timezone.now(), audience_size=2)
+        Batch.objects.create(alert=follow_up, first_subscriber_id=1, last_subscriber_id=2, planned_count=2,
+                             sent_count=2 if status == Batch.Status.SENT else 0,
+                             failed_count=0 if status == Batch.Status.SENT else 2, status=status)
+        assert alert_finish_if_done(alert_id=follow_up.pk)
+    deliver_all()
+    events = sorted(((e["type"], e["data"]) for e in receiver.verified(endpoint.secret)),
+                    key=lambda event: event[1]["alert"]["id"])
+    assert [kind for kind, _ in events] == ["correction.sent", "correction.sent", "alert.failed"]
+    for (_, data), follow_up in zip(events, follow_ups, strict=True):
+        assert data["alert"]["id"] == follow_up.pk and data["alert"]["follow_up_of"] == alert.pk
+        assert data["alert"]["kind"] == follow_up.kind
+    assert events[0][1]["totals"] == {"audience": 2, "sent": 2, "failed": 0, "skipped": 0}
+    assert events[2][1]["totals"]["failed"] == 2  # a follow-up that failed is alert.failed, marked as one
+
+
 def test_without_an_endpoint_an_event_costs_one_query_and_records_nothing(alert, django_assert_num_queries):
     from alerts.common.outbox import webhook_emit
 

@@ -77,3 +77,18 @@ def test_bad_arguments_are_errors_that_create_nothing(world, args, message):
     with pytest.raises(CommandError, match=__import__("re").escape(message)):
         call_command("publish_alert", *args, "--no-wait")
     assert not Alert.objects.exists()
+
+
+def test_past_the_approval_limit_it_says_so_and_sends_nothing(world, settings):
+    settings.APPROVAL_REQUIRED_ABOVE = 1
+    for name in ("ann", "bob"):
+        make_subscriber(f"{name}@example.com")
+    with pytest.raises(CommandError, match="more than 1 readers.*Nothing was created"):
+        call_command("publish_alert", "--headline", "Storm closes bridge", "--no-wait")
+    assert not Alert.objects.exists()
+    draft = Alert.objects.create(headline="Storm closes bridge")
+    for extra in ([], ["--schedule", (timezone.now() + timedelta(hours=1)).isoformat()]):
+        with pytest.raises(CommandError, match=f"Alert {draft.pk} was not sent.*Approve it in the admin"):
+            call_command("publish_alert", str(draft.pk), "--no-wait", *extra)
+    draft.refresh_from_db()
+    assert draft.status == Alert.Status.DRAFT

@@ -68,10 +68,15 @@ class Command(BaseCommand):
                 raise CommandError(f"{unknown}. Topics are listed under Admin → Topics.") from None
             alert = services.alert_create(headline=fields.headline, standfirst=fields.standfirst,
                                           url=fields.url, topics=found)
-            if when is None:
-                services.alert_publish(alert_id=alert.pk)
-            else:
-                services.alert_schedule(alert_id=alert.pk, when=fields.scheduled_for)
+            try:
+                if when is None:
+                    services.alert_publish(alert_id=alert.pk)
+                else:
+                    services.alert_schedule(alert_id=alert.pk, when=fields.scheduled_for)
+            except services.ApprovalRequired as error:
+                # Raised inside the transaction: the new alert is rolled back with it.
+                raise CommandError(f"{error} Nothing was created: write it in the admin, where another "
+                                   "editor can approve it.") from None
         self.stdout.write(f"Created alert {alert.pk}: {alert.headline}")
         return alert
 
@@ -84,12 +89,18 @@ class Command(BaseCommand):
                 when = ScheduleIn(scheduled_for=when).scheduled_for
             except pydantic.ValidationError as error:
                 raise CommandError(f"--schedule {error.errors()[0]['msg']}") from None
-            if not services.alert_schedule(alert_id=alert_id, when=when):
-                raise CommandError(f"Alert {alert_id} is {alert.get_status_display().lower()}: it cannot be scheduled.")
-        elif services.alert_publish(alert_id=alert_id):
-            self.stdout.write(f"Published alert {alert_id}: {alert.headline}")
-        else:
-            self.stdout.write(f"Alert {alert_id} was already {alert.get_status_display().lower()}.")
+        try:
+            if when is not None:
+                if not services.alert_schedule(alert_id=alert_id, when=when):
+                    raise CommandError(f"Alert {alert_id} is {alert.get_status_display().lower()}: "
+                                       "it cannot be scheduled.")
+            elif services.alert_publish(alert_id=alert_id):
+                self.stdout.write(f"Published alert {alert_id}: {alert.headline}")
+            else:
+                self.stdout.write(f"Alert {alert_id} was already {alert.get_status_display().lower()}.")
+        except services.ApprovalRequired as error:
+            raise CommandError(f"Alert {alert_id} was not sent. {error} Approve it in the admin "
+                               "(Alerts → the alert → Approve), then run this again.") from None
         return alert
 
     def _follow(self, alert: Alert, timeout: float) -> None:
