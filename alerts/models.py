@@ -104,8 +104,8 @@ class Subscriber(models.Model):
     # When the reader was last asked, while the question is open (null once answered;
     # an asking from before the reader's latest confirmation is void), and when they
     # last answered (the "keep sending" button, or an open or click since the asking).
-    reengage_asked_at = models.DateTimeField(null=True, blank=True)
-    reengage_kept_at = models.DateTimeField(null=True, blank=True)
+    reengage_asked_at = models.DateTimeField("“still want these?” asked at", null=True, blank=True)
+    reengage_kept_at = models.DateTimeField("“still want these?” answered at", null=True, blank=True)
 
     objects = SubscriberQuerySet.as_manager()
 

@@ -22,12 +22,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='subscriber',
             name='reengage_asked_at',
-            field=models.DateTimeField(blank=True, null=True),
+            field=models.DateTimeField(blank=True, null=True, verbose_name='“still want these?” asked at'),
         ),
         migrations.AddField(
             model_name='subscriber',
             name='reengage_kept_at',
-            field=models.DateTimeField(blank=True, null=True),
+            field=models.DateTimeField(blank=True, null=True, verbose_name='“still want these?” answered at'),
         ),
         migrations.AlterField(
             model_name='consentevent',

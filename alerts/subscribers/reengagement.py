@@ -202,7 +202,7 @@ def _unsubscribe(reader: Subscriber, *, handed_off: datetime) -> int:
             f"{handed_off:%Y-%m-%d}")
     with transaction.atomic():
         changed = subscriber_unsubscribe(subscriber_id=reader.pk, source=Source.REENGAGEMENT,
-                                         meta=RequestMeta(), note=note)
+                                         meta=RequestMeta(), note=note, attribute=False)
         Subscriber.objects.filter(pk=reader.pk).update(reengage_asked_at=None)
     return int(changed)
 

@@ -20,6 +20,7 @@ from alerts.common.addresses import email_hmac
 from alerts.common.tokens import link_tokens, reengage_tokens
 from alerts.models import Alert, Batch, ConsentEvent, Delivery, OutboxEmail, Subscriber, TrackingEvent
 from alerts.outbox.services import outbox_drain
+from alerts.rights.export import subscriber_data
 from alerts.subscribers import reengagement
 from alerts.subscribers.reengagement import reengage_run
 from tests.helpers import link_in
@@ -117,6 +118,9 @@ def test_yes_keep_sending_keeps_the_reader_through_a_csrf_protected_post(world_o
     quiet = Subscriber.objects.get(email="quiet@example.com")
     assert quiet.reengage_asked_at is None and quiet.reengage_kept_at is not None
     assert quiet.consent_events.filter(action=ConsentEvent.Action.GIVEN, note__icontains="keep sending").count() == 1
+    assert subscriber_data(quiet.pk)["subscription"]["still_want_these_answered_at"] is not None
+    assert browser.post(path, {"csrfmiddlewaretoken": token}).status_code == 200  # repeating is harmless
+    assert quiet.consent_events.filter(action=ConsentEvent.Action.GIVEN).count() == 1
     later = reengage_run(now=timezone.now() + 20 * DAY)
     assert later.unsubscribed == 0 and later.asked == 0
     assert Subscriber.objects.get(pk=quiet.pk).status == Subscriber.Status.CONFIRMED
@@ -145,6 +149,11 @@ def test_no_answer_after_the_grace_period_unsubscribes_with_the_reason_on_record
     withdrawal = quiet.consent_events.get(action=ConsentEvent.Action.WITHDRAWN)
     assert withdrawal.source == ConsentEvent.Source.REENGAGEMENT
     assert "no answer within 14 days" in withdrawal.note and "3 months" in withdrawal.note
+    # The reader's own data download says why, too.
+    [exported] = [entry for entry in subscriber_data(quiet.pk)["consent_history"] if entry["action"] == "withdrawn"]
+    assert exported["how"] == "No answer to a re-engagement email"
+    # Not counted as an unsubscribe from the last alert they were sent: they did not act on it.
+    assert Delivery.objects.get(subscriber=quiet).status == Delivery.Status.DELIVERED
     # Nobody else was touched, and nothing more is sent to the reader.
     assert Subscriber.objects.filter(status=Subscriber.Status.UNSUBSCRIBED).count() == 1
     assert reengage_run(now=timezone.now() + 16 * DAY).asked == 0
