@@ -201,6 +201,10 @@ def _unsubscribe(reader: Subscriber, *, handed_off: datetime) -> int:
             f"{settings.REENGAGE_GRACE_DAYS} days to the \u201cstill want these?\u201d email sent "
             f"{handed_off:%Y-%m-%d}")
     with transaction.atomic():
+        # Still unanswered under the lock: a "keep sending" press that just committed wins.
+        if not Subscriber.objects.select_for_update().filter(
+                pk=reader.pk, status=Subscriber.Status.CONFIRMED, reengage_asked_at=reader.reengage_asked_at).exists():
+            return 0
         changed = subscriber_unsubscribe(subscriber_id=reader.pk, source=Source.REENGAGEMENT,
                                          meta=RequestMeta(), note=note, attribute=False)
         Subscriber.objects.filter(pk=reader.pk).update(reengage_asked_at=None)

@@ -217,3 +217,11 @@ def test_the_daily_task_walks_in_chunks_and_queues_the_rest(world_of_readers, ea
     monkeypatch.setattr(reengagement, "TIME_BUDGET_SECONDS", -1.0)
     tasks.reengage_readers.delay()
     assert asked_emails() == ["quiet@example.com"]
+
+
+def test_a_keep_pressed_while_the_pass_runs_wins_over_the_unsubscribe(world_of_readers):
+    reengage_run()
+    stale = Subscriber.objects.get(email="quiet@example.com")  # as the pass read it
+    assert reengagement.reengage_keep(subscriber=stale, meta=reengagement.RequestMeta())
+    assert reengagement._unsubscribe(stale, handed_off=timezone.now() - 30 * DAY) == 0
+    assert Subscriber.objects.get(pk=stale.pk).status == Subscriber.Status.CONFIRMED
