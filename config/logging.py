@@ -15,10 +15,10 @@ from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 FORMATS = ("plain", "json")
 
-# The recovery sweep runs every few seconds: Celery's own "received", "succeeded" and
-# beat's "sending due task" lines for it would bury everything else. The sweep logs
-# for itself when it acted.
-QUIET_TICKS = ("alerts.sweep_sends", "sweep-sends")
+# The recovery sweeps (sends, outgoing webhooks) run every few seconds: Celery's own
+# "received", "succeeded" and beat's "sending due task" lines for them would bury
+# everything else. The sweeps log for themselves when they acted.
+QUIET_TICKS = ("alerts.sweep_sends", "sweep-sends", "alerts.sweep_webhooks", "sweep-webhooks")
 
 
 class JsonFormatter(_JsonFormatter):
@@ -29,7 +29,7 @@ class JsonFormatter(_JsonFormatter):
 
 
 class QuietTicks(logging.Filter):
-    """Drops Celery's routine INFO lines about the periodic sweep."""
+    """Drops Celery's routine INFO lines about the periodic sweeps."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO or not record.name.startswith("celery"):
