@@ -17,7 +17,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import get_template, render_to_string
 from django.urls import reverse
 
-from .common.tokens import confirm_tokens, data_tokens, link_tokens
+from .common.tokens import confirm_tokens, data_tokens, link_tokens, reengage_tokens
 from .models import Alert, ConsentRequest, Subscriber
 
 
@@ -104,6 +104,23 @@ def preferences_message(subscriber: Subscriber) -> EmailMultiAlternatives:
     return message
 
 
+def reengage_message(subscriber: Subscriber) -> EmailMultiAlternatives:
+    """"Still want these?": a reader who has opened nothing for REENGAGE_AFTER_MONTHS
+    months is asked whether to keep sending. One button keeps them (a page with a
+    POST, so mail scanners fetching links change nothing); the unsubscribe link is
+    there too, and the email says what happens without an answer."""
+    links = subscriber_links(link_tokens.make_token(subscriber.pk))
+    context = {
+        "keep_url": absolute_url(reverse("alerts:reengage_keep", args=[reengage_tokens.make_token(subscriber.pk)])),
+        "unsubscribe_url": links["unsubscribe_url"],
+        "publication_name": settings.PUBLICATION_NAME,
+        "months": settings.REENGAGE_AFTER_MONTHS,
+        "grace_days": settings.REENGAGE_GRACE_DAYS,
+    }
+    subject, text, html = render_triple("reengage", context)
+    return _transactional(subject, text, html, subscriber.email)
+
+
 # --- Alerts ---------------------------------------------------------------------------
 # An alert is rendered once per alert, not once per recipient: the per-recipient parts
 # (unsubscribe and preference links) are left as markers that are later turned into the
@@ -175,7 +192,7 @@ def preload() -> None:
 
 
 EMAIL_TEMPLATES = tuple(f"emails/{kind}-{part}" for kind in ("alert", "digest", "confirmation", "preferences",
-                                                             "data-link")
+                                                             "data-link", "reengage")
                         for part in ("subject.txt", "body.txt", "body.html"))
 
 

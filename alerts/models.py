@@ -100,6 +100,12 @@ class Subscriber(models.Model):
     utm_source = models.CharField(max_length=100, blank=True, db_default="")
     utm_medium = models.CharField(max_length=100, blank=True, db_default="")
     utm_campaign = models.CharField(max_length=100, blank=True, db_default="")
+    # --- Re-engagement (alerts/subscribers/reengagement.py): "still want these?" ---
+    # When the reader was last asked, while the question is open (null once answered;
+    # an asking from before the reader's latest confirmation is void), and when they
+    # last answered (the "keep sending" button, or an open or click since the asking).
+    reengage_asked_at = models.DateTimeField("“still want these?” asked at", null=True, blank=True)
+    reengage_kept_at = models.DateTimeField("“still want these?” answered at", null=True, blank=True)
 
     objects = SubscriberQuerySet.as_manager()
 
@@ -170,6 +176,7 @@ class ConsentEvent(models.Model):
         ONE_CLICK = "one_click", "One-click unsubscribe"
         PREFERENCES = "preferences", "Preference centre"
         PROVIDER = "provider", "Email provider event"
+        REENGAGEMENT = "reengagement", "No answer to a re-engagement email"
 
     subscriber = models.ForeignKey(
         Subscriber, on_delete=models.CASCADE, related_name="consent_events"
@@ -733,6 +740,7 @@ class OutboxEmail(models.Model):
     class Kind(models.TextChoices):
         CONFIRMATION = "confirmation", "Confirmation of a consent request"
         PREFERENCES = "preferences", "Preferences link"
+        REENGAGE = "reengage", "Still want these? (re-engagement)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting to be sent"

@@ -24,6 +24,7 @@ from .rights.links import data_link_send
 from .sending.batches import RetryLater
 from .signup.drain import consent_requests_drain
 from .signup.services import confirmation_send, consent_request_process, request_confirmation_send
+from .subscribers.reengagement import reengage_run
 from .subscribers.services import preferences_link_send
 
 
@@ -177,6 +178,18 @@ def check_deliverability() -> None:
     """Recompute the last 24 hours' complaint and bounce rates, logging a WARNING while
     complaints are above DELIVERABILITY_COMPLAINT_WARN. Read-only: safe to run any time."""
     deliverability.rolling_rates(fresh=True)
+@shared_task(name="alerts.reengage_readers")
+def reengage_readers(after_id: int = 0) -> int:
+    """Ask readers who open nothing "still want these?", keep those who answered and
+    unsubscribe those who did not (REENGAGE_AFTER_MONTHS; off by default). Daily, in
+    chunks for a bounded time, queueing the rest after itself. Safe to run twice:
+    readers are marked asked with their email, under a lock, once per question."""
+    result = reengage_run(after_id=after_id)
+    if result.resume_after is not None:
+        enqueue("alerts.reengage_readers", after_id=result.resume_after)
+    return result.asked
+
+
 @shared_task(name="alerts.drain_consent_requests", acks_late=True)
 def drain_consent_requests() -> None:
     """Process every unprocessed signup and consent request, in batches, recording

@@ -28,6 +28,7 @@ urlpatterns = [
     path("metrics", observability.metrics, name="metrics"),
     path("u/<str:token>/", subscribers.unsubscribe, name="unsubscribe"),
     path("u/<str:token>/undo/", subscribers.unsubscribe_undo, name="unsubscribe_undo"),
+    path("still-subscribed/<str:token>/", subscribers.reengage_keep, name="reengage_keep"),
     path("preferences/", subscribers.preferences_request, name="preferences_request"),
     path("preferences/<str:token>/", subscribers.preferences, name="preferences"),
     path("preferences/<str:token>/data/", rights.data_request, name="data_request"),

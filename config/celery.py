@@ -63,6 +63,7 @@ app.conf.task_routes = {
     "alerts.sweep_webhooks": {"queue": "webhooks"},
     "alerts.purge_webhook_messages": {"queue": "digests"},
     "alerts.check_deliverability": {"queue": "digests"},
+    "alerts.reengage_readers": {"queue": "digests"},
 }
 SWEEP_EVERY = 5.0  # seconds
 # One schedule for all periodic work. Every task here is idempotent, so a second beat
@@ -91,6 +92,9 @@ app.conf.beat_schedule = {
     # Observability: the operator's log says so while spam complaints are too high.
     "check-deliverability": {"task": "alerts.check_deliverability", "schedule": 600.0,
                              "options": {"queue": "digests", "expires": 600.0}},
+    # "Still want these?" for readers who open nothing (off unless REENGAGE_AFTER_MONTHS).
+    "reengage-readers": {"task": "alerts.reengage_readers", "schedule": crontab(hour=5, minute=23),
+                         "options": {"queue": "digests"}},
 }
 
 app.autodiscover_tasks()

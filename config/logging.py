@@ -29,7 +29,7 @@ class JsonFormatter(_JsonFormatter):
 
 
 class QuietTicks(logging.Filter):
-    """Drops Celery's routine INFO lines about the periodic sweep."""
+    """Drops Celery's routine INFO lines about the periodic sweeps."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO or not record.name.startswith("celery"):

@@ -519,6 +519,26 @@ METRICS_RECENT_ALERTS: int = env.int("METRICS_RECENT_ALERTS", default=5)
 # (their 0.3% ceiling) the editor confirms the figure before publishing.
 DELIVERABILITY_COMPLAINT_WARN: float = env.float("DELIVERABILITY_COMPLAINT_WARN", default=0.001)
 DELIVERABILITY_COMPLAINT_CONFIRM: float = env.float("DELIVERABILITY_COMPLAINT_CONFIRM", default=0.003)
+# Re-engagement ("still want these?", alerts/subscribers/reengagement.py): a confirmed
+# reader who was sent emails for REENGAGE_AFTER_MONTHS months (30 days each) without
+# one open or click is asked once by email, and unsubscribed if they neither press
+# "Yes, keep sending" nor open or click anything within REENGAGE_GRACE_DAYS. Off (0)
+# by default, because opens are unreliable: Apple Mail Privacy Protection opens every
+# email by itself, and readers who block images never register an open, so someone
+# who reads every alert may show none. Turn it on only where open tracking is on at
+# the provider and trusted. It also does nothing while tracking webhooks are off or
+# the sending provider's events are not received (TRACKING_WEBHOOK_ESPS). The window
+# must fit inside DELIVERY_RETENTION_DAYS, or opens older than the purge would be
+# missed.
+REENGAGE_AFTER_MONTHS: int = env.int("REENGAGE_AFTER_MONTHS", default=0)
+REENGAGE_GRACE_DAYS: int = env.int("REENGAGE_GRACE_DAYS", default=14)
+if REENGAGE_AFTER_MONTHS < 0 or REENGAGE_GRACE_DAYS < 1:
+    raise ImproperlyConfigured("REENGAGE_AFTER_MONTHS is 0 (off) or more; REENGAGE_GRACE_DAYS is 1 or more.")
+if REENGAGE_AFTER_MONTHS * 30 > DELIVERY_RETENTION_DAYS:
+    raise ImproperlyConfigured("REENGAGE_AFTER_MONTHS (30 days each) must fit inside DELIVERY_RETENTION_DAYS.")
+# The "Yes, keep sending" link works through the grace period and a week beyond (a
+# reader back from holiday still gets a clear answer rather than a broken link).
+REENGAGE_LINK_MAX_AGE: int = (REENGAGE_GRACE_DAYS + 7) * 24 * 3600
 # Errors of the web app and the workers go to Sentry when SENTRY_DSN is set, with no
 # personal data (config/sentry.py); without it nothing is started. Tracing is off
 # unless asked for: it would send a sample of every request.

@@ -6,6 +6,7 @@ lifetime so that one can never stand in for another:
 | `link_tokens` | a subscriber | SUBSCRIBER_LINK_MAX_AGE (400 days); unsubscribing: forever | every alert and digest (List-Unsubscribe, preference link) |
 | `confirm_tokens` | a consent request | CONFIRM_TOKEN_MAX_AGE (48 h), once | the confirmation email |
 | `data_tokens["export"]`, `["erase"]` | a subscriber | DATA_LINK_MAX_AGE (1 h), once | an email sent on request |
+| `reengage_tokens` | a subscriber | REENGAGE_LINK_MAX_AGE (grace period + 7 days) | the "still want these?" email |
 
 Every token is sealed: the ids and the issue time inside are encrypted and
 authenticated (see `Sealer`), so a token shows nobody whose it is and none can be
@@ -212,6 +213,10 @@ data_tokens = {
     "export": IdTokens("stoppress.data-export", "DATA_LINK_MAX_AGE"),
     "erase": IdTokens("stoppress.data-erase", "DATA_LINK_MAX_AGE"),
 }
+
+# "Yes, keep sending" in the re-engagement email: it can only keep a reader subscribed,
+# so it lives no longer than the question it answers.
+reengage_tokens = IdTokens("stoppress.reengage", "REENGAGE_LINK_MAX_AGE")
 
 
 def current_claim(tokens: IdTokens, token: str) -> Claim | None:

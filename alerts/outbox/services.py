@@ -1,4 +1,4 @@
-"""The transactional outbox: confirmation and preferences-link emails, recorded as OutboxEmail rows in the
+"""The transactional outbox: confirmation, preferences-link and re-engagement emails, recorded as OutboxEmail rows in the
 transaction that makes them due and sent by a task.
 
 - Recording (`outbox_confirmations`) is one INSERT for a whole drained batch, and
@@ -37,7 +37,13 @@ from ..common.ratelimits import (
     release_preferences_email,
 )
 from ..common.tokens import confirm_tokens
-from ..emails import confirm_url, confirmation_message, confirmation_rendering, preferences_message
+from ..emails import (
+    confirm_url,
+    confirmation_message,
+    confirmation_rendering,
+    preferences_message,
+    reengage_message,
+)
 from ..models import ConsentRequest, OutboxEmail, Subscriber, Suppression
 from ..sending.anymail_batch import BatchMessage, backend_class
 from ..sending.provider import REFUSED, sending_profile
@@ -87,6 +93,17 @@ def outbox_preferences_link(*, email_hmac: str) -> None:
             f"FROM {quote(readers.db_table)} WHERE {quote('email_hmac')} = %s AND {quote('confirmed_at')} IS NOT NULL",
             [OutboxEmail.Kind.PREFERENCES, Status.PENDING, now, now, email_hmac])
     nudge_on_commit(SEND_TASK)
+
+
+def outbox_reengage(subscribers: list[Subscriber]) -> list[OutboxEmail]:
+    """Record the "still want these?" email of each reader, in the caller's
+    transaction (the one that marks them asked); the sender is nudged after the commit."""
+    rows = OutboxEmail.objects.bulk_create([
+        OutboxEmail(kind=OutboxEmail.Kind.REENGAGE, subscriber=reader, address=reader.email)
+        for reader in subscribers])
+    if rows:
+        nudge_on_commit(SEND_TASK)
+    return rows
 
 
 def outbox_waiting(*, before: datetime) -> bool:
@@ -148,7 +165,10 @@ def _send(rows: list[OutboxEmail]) -> None:
     links = [row for row in rows if row.kind == OutboxEmail.Kind.PREFERENCES]
     if links:
         _send_preferences_links(links)
-        rows = [row for row in rows if row.kind != OutboxEmail.Kind.PREFERENCES]
+    asks = [row for row in rows if row.kind == OutboxEmail.Kind.REENGAGE]
+    if asks:
+        _send_one_each(asks, reengage_message)
+    rows = [row for row in rows if row.kind == OutboxEmail.Kind.CONFIRMATION]
     if not rows:
         return
     try:
@@ -184,6 +204,30 @@ def _send_preferences_links(rows: list[OutboxEmail]) -> None:
         except (AnymailAPIError, smtplib.SMTPException, OSError) as error:
             classified = _classify(error) if isinstance(error, AnymailAPIError) else TransientOutboxError(str(error))
             _release_preferences(reader.email_hmac)
+            if isinstance(classified, PermanentOutboxError):
+                _finish([row], Status.FAILED, error=str(classified))
+            else:
+                _retry([row], str(classified))
+            continue
+        _finish([row], Status.SENT)
+
+
+def _send_one_each(rows: list[OutboxEmail], build) -> None:
+    """One message each, with no cooldown (a reader is asked at most once a window),
+    dropped for a reader who is gone, no longer subscribed, or suppressed."""
+    for row in rows:
+        reader = row.subscriber
+        if (reader is None or reader.status != Subscriber.Status.CONFIRMED
+                or Suppression.objects.of_address(reader.email_hmac).exists()):
+            _finish([row], Status.FAILED, error="no longer deliverable")
+            continue
+        try:
+            build(reader).send()
+        except AnymailRecipientsRefused:
+            _finish([row], Status.FAILED, error="refused by the provider")
+            continue
+        except (AnymailAPIError, smtplib.SMTPException, OSError) as error:
+            classified = _classify(error) if isinstance(error, AnymailAPIError) else TransientOutboxError(str(error))
             if isinstance(classified, PermanentOutboxError):
                 _finish([row], Status.FAILED, error=str(classified))
             else:

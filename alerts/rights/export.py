@@ -59,6 +59,9 @@ def _subscription(subscriber: Subscriber) -> dict:
         "created_at": _iso(subscriber.created_at),
         "confirmed_at": _iso(subscriber.confirmed_at),
         "unsubscribed_at": _iso(subscriber.unsubscribed_at),
+        # Re-engagement: when "still want these?" was asked (while unanswered) and answered.
+        "still_want_these_asked_at": _iso(subscriber.reengage_asked_at),
+        "still_want_these_answered_at": _iso(subscriber.reengage_kept_at),
     }
 
 

@@ -50,7 +50,8 @@ class SubscriberAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = ["email", "email_hmac", "status", "marketing_consent", "source",
                        "created_at", "confirmed_at", "unsubscribed_at", "last_digest_at",
-                       "signup_page", "signup_referrer", "utm_source", "utm_medium", "utm_campaign"]
+                       "signup_page", "signup_referrer", "utm_source", "utm_medium", "utm_campaign",
+                       "reengage_asked_at", "reengage_kept_at"]
     fields = readonly_fields[:2] + ["frequency", "topics", "time_zone"] + readonly_fields[2:]
     filter_horizontal = ["topics"]
     inlines = [ConsentEventInline]

@@ -31,9 +31,12 @@ def _locked_subscriber(subscriber_id: int) -> Subscriber | None:
 
 def subscriber_unsubscribe(
     *, subscriber_id: int, source: str, meta: RequestMeta, note: str = "",
-    wording_kind: str | None = None,
+    wording_kind: str | None = None, attribute: bool = True,
 ) -> bool:
     """Stop breaking-news emails to one subscriber and record the withdrawal.
+
+    `attribute` credits the unsubscribe to the last alert the reader was sent (the
+    per-alert figures); off where the reader did not act on an alert (re-engagement).
 
     Marketing consent is a separate purpose and is left alone. Returns True if this
     call changed anything; repeating it is harmless and returns False, as does an
@@ -47,7 +50,8 @@ def subscriber_unsubscribe(
         subscriber.save(update_fields=["status", "unsubscribed_at"])
         record_consent(subscriber=subscriber, purpose=Purpose.ALERTS, action=Action.WITHDRAWN,
                        source=source, meta=meta, note=note, wording_kind=wording_kind)
-        _attribute_unsubscribe(subscriber.pk)
+        if attribute:
+            _attribute_unsubscribe(subscriber.pk)
         webhook_emit(Event.SUBSCRIBER_UNSUBSCRIBED, subscriber_data(subscriber))
     logger.info("Subscriber %s unsubscribed from alerts (%s)", subscriber_id, source)
     return True

@@ -19,9 +19,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from ..common.consent import request_meta
 from ..common.ratelimits import per_client_limit
-from ..common.tokens import link_tokens, subscriber_for, unsubscribe_owner
+from ..common.tokens import link_tokens, reengage_tokens, subscriber_for, unsubscribe_owner
 from ..models import ConsentEvent
-from . import services
+from . import reengagement, services
 from .forms import PreferencesForm, PreferencesRequestForm
 
 logger = logging.getLogger(__name__)
@@ -113,3 +113,19 @@ def preferences_request(request: HttpRequest) -> HttpResponse:
     if not form.is_bot:
         services.subscriber_request_preferences_link(email=form.cleaned_data["email"])
     return render(request, "alerts/preferences_request.html", {"form": form, "sent": True})
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@per_client_limit()
+def reengage_keep(request: HttpRequest, token: str) -> HttpResponse:
+    """"Still want these?": GET shows a "Yes, keep sending" button and changes nothing
+    (mail scanners fetch every link); the POST keeps the reader subscribed. A forged,
+    expired or revoked link gets the same "this link does not work" page."""
+    subscriber = subscriber_for(reengage_tokens, token)
+    if subscriber is None:
+        return _invalid_link(request)
+    if request.method != "POST":
+        return render(request, "alerts/reengage.html", {"token": token})
+    kept = reengagement.reengage_keep(subscriber=subscriber, meta=request_meta(request))
+    return render(request, "alerts/reengage.html", {"token": token, "kept": kept, "answered": True})
