@@ -9,7 +9,10 @@ A profile says, for one anymail backend (by its `esp_name`):
   `merge_key` is the key anymail's merge_data needs for it (SendGrid's substitutions
   are literal strings, so there it is the whole field);
 - `unsubscribe`: how each reader gets their own List-Unsubscribe: MERGED (one header
-  whose merge field the provider fills), PER_RECIPIENT (anymail merge_headers, one
+  whose merge field the provider fills: Mailgun's recipient-variables, and the
+  substitutions of SparkPost and Unisender Go, which is how anymail itself sends their
+  merge_headers; a reader's copy is the same, without a second copy of every link in
+  the request), PER_RECIPIENT (anymail merge_headers, one
   header per reader), or PROVIDER (the provider cannot carry ours in a batch: the
   header is left off and the provider's own unsubscribe handling adds one; the
   body's link is still the reader's own);
@@ -73,13 +76,14 @@ PROFILES: dict[str, ProviderProfile] = {p.esp_name: p for p in (
                     note="no per-recipient headers: Mandrill's own List-Unsubscribe, the body link is the reader's"),
     ProviderProfile("Mailjet", 50, 50, "[[var:{}]]", esp_extra={"Globals": {"TemplateLanguage": True}},
                     note="Send API v3.1: one Messages entry per reader, TemplateLanguage on"),
-    ProviderProfile("SparkPost", 1000, 10000, "{{{{{}}}}}", message_ids=PER_CALL,
-                    note="substitution_data per recipient; a custom List-Unsubscribe may be replaced by"
-                         " SparkPost's own (account setting)"),
+    ProviderProfile("SparkPost", 1000, 10000, "{{{{{}}}}}", unsubscribe=MERGED, message_ids=PER_CALL,
+                    note="substitution_data per recipient, also filling List-Unsubscribe (as anymail's"
+                         " merge_headers do); SparkPost may replace it with its own (account setting)"),
     ProviderProfile("Brevo", 1000, 1000, "{{{{ params.{} }}}}",
                     note="messageVersions, one per reader, with params and headers"),
-    ProviderProfile("Unisender Go", 500, 500, "{{{{{}}}}}",
-                    note="substitutions per recipient, List-Unsubscribe by substitution"),
+    ProviderProfile("Unisender Go", 500, 500, "{{{{{}}}}}", unsubscribe=MERGED,
+                    note="substitutions per recipient, also filling List-Unsubscribe (as anymail's"
+                         " merge_headers do)"),
     ProviderProfile("Resend", 100, 100, "@@{}@@", entries_personalised_by_us=True,
                     note="emails/batch: each entry is the reader's own copy, filled by our payload"),
     ProviderProfile("Amazon SES", 50, 50, "{{{{{}}}}}", stored_template=True,

@@ -97,6 +97,14 @@ def deliver_rendered(rendered: RenderedAlert, recipients: list[tuple[int, str]],
     return _send_each(rendered, recipients, profile, on_progress)
 
 
+def preload_backends() -> None:
+    """Import the configured backends (and the modules they use: anymail, requests,
+    boto3) before a worker forks its pool, so that every pool process shares them and
+    they are in place before the worker freezes its startup heap (config/celery.py)."""
+    for path in filter(None, (settings.EMAIL_BACKEND, settings.EMAIL_BACKEND_FALLBACK)):
+        backend_class(path)
+
+
 def provider_label(backend_path: str | None = None) -> str:
     """The provider's name as the ledger keeps it on a Batch: its anymail name, or
     "SMTP"; the fallback, if it is the same kind of backend as the primary, is told
