@@ -76,14 +76,15 @@ def _merge_data_combiner(default, value):
 
 class PrevalidatedRecipientsMixin:
     """Mixed into an anymail Payload class: skip re-parsing prevalidated `to` lists and
-    re-copying merge data that is already plain strings."""
+    re-copying merge data and merge metadata that are already plain strings."""
 
     base_message_attrs = tuple(
         ("to", concat_lists, "convert_to") if attr == "to" else (attr, combiner, converter)
         for attr, combiner, converter in BasePayload.base_message_attrs
     )
     anymail_message_attrs = tuple(
-        (attr, _merge_data_combiner, "convert_merge_data") if attr == "merge_data" else (attr, combiner, converter)
+        (attr, _merge_data_combiner, f"convert_{attr}") if attr in ("merge_data", "merge_metadata")
+        else (attr, combiner, converter)
         for attr, combiner, converter in BasePayload.anymail_message_attrs
     )
 
@@ -96,6 +97,9 @@ class PrevalidatedRecipientsMixin:
         if getattr(self.message, "prevalidated_recipients", False):
             return value  # built by us from str values; nothing lazy to force
         return force_non_lazy_dict(value)
+
+    # Postmark's per-reader metadata (profiles.per_recipient_metadata): the same.
+    convert_merge_metadata = convert_merge_data
 
 
 class MultipartFormMixin:
