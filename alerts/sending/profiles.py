@@ -69,7 +69,9 @@ PROFILES: dict[str, ProviderProfile] = {p.esp_name: p for p in (
                     note="recipient-variables also fill headers: one List-Unsubscribe for the call"),
     ProviderProfile("SendGrid", 1000, 1000, "-{}-", merge_key="-{}-",
                     note="one personalization per reader: substitutions, headers and anymail_id"),
-    ProviderProfile("Postmark", 500, 500, "{{{{{}}}}}", backend_options={"use_bulk_api": True},
+    # The bulk API has no recipient limit, only 50 MB a call (a 1,000-reader call is
+    # about 0.5 MB); 500 is the limit of the older batch endpoint.
+    ProviderProfile("Postmark", 1000, 10000, "{{{{{}}}}}", backend_options={"use_bulk_api": True},
                     per_recipient_metadata=True,
                     note="bulk API (POSTMARK_USE_BULK_API): one TemplateModel, Headers and Metadata per reader"),
     ProviderProfile("Mandrill", 1000, 1000, "*|{}|*", unsubscribe=PROVIDER,
