@@ -2,8 +2,10 @@
 
 A profile says, for one anymail backend (by its `esp_name`):
 
-- `batch_size`: recipients per call, within the provider's `recipient_limit`; anymail
-  never splits a list, so one batch is one call;
+- `batch_size`: recipients per batch, and `recipient_limit` per call: anymail never
+  splits a list, so a batch within the limit is one call; where the limit is small
+  (Mailjet, Resend, Amazon SES) a batch is ten calls, each recorded in the ledger as
+  the next begins, so that a batch's claim and close are paid once per ten calls;
 - `merge_field`: how the provider spells a per-recipient field in a body ("{}" is the
   field's name), or None: no body personalisation in a batch, one message per call;
   `merge_key` is the key anymail's merge_data needs for it (SendGrid's substitutions
@@ -76,7 +78,7 @@ PROFILES: dict[str, ProviderProfile] = {p.esp_name: p for p in (
                     note="bulk API (POSTMARK_USE_BULK_API): one TemplateModel, Headers and Metadata per reader"),
     ProviderProfile("Mandrill", 1000, 1000, "*|{}|*", unsubscribe=PROVIDER,
                     note="no per-recipient headers: Mandrill's own List-Unsubscribe, the body link is the reader's"),
-    ProviderProfile("Mailjet", 50, 50, "[[var:{}]]", esp_extra={"Globals": {"TemplateLanguage": True}},
+    ProviderProfile("Mailjet", 500, 50, "[[var:{}]]", esp_extra={"Globals": {"TemplateLanguage": True}},
                     note="Send API v3.1: one Messages entry per reader, TemplateLanguage on"),
     ProviderProfile("SparkPost", 1000, 10000, "{{{{{}}}}}", unsubscribe=MERGED, message_ids=PER_CALL,
                     note="substitution_data per recipient, also filling List-Unsubscribe (as anymail's"
@@ -86,9 +88,9 @@ PROFILES: dict[str, ProviderProfile] = {p.esp_name: p for p in (
     ProviderProfile("Unisender Go", 500, 500, "{{{{{}}}}}", unsubscribe=MERGED,
                     note="substitutions per recipient, also filling List-Unsubscribe (as anymail's"
                          " merge_headers do)"),
-    ProviderProfile("Resend", 100, 100, "@@{}@@", entries_personalised_by_us=True,
+    ProviderProfile("Resend", 1000, 100, "@@{}@@", entries_personalised_by_us=True,
                     note="emails/batch: each entry is the reader's own copy, filled by our payload"),
-    ProviderProfile("Amazon SES", 50, 50, "{{{{{}}}}}", stored_template=True,
+    ProviderProfile("Amazon SES", 500, 50, "{{{{{}}}}}", stored_template=True,
                     note="SESv2 SendBulkEmail: a stored template per alert, each entry's"
                          " ReplacementTemplateData and ReplacementHeaders (List-Unsubscribe)"),
 )}

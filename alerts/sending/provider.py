@@ -122,10 +122,12 @@ def _label(path: str, primary: str) -> str:
 
 def _send_calls(rendered: RenderedAlert, recipients, profile: SendingProfile, *, tag: str,
                 metadata: dict[str, str], on_progress, template_key: str = "") -> list[Outcome]:
-    """One merged call, or several when the batch was cut for a provider that takes
-    more per call than this one (the fallback's limit may be lower than the
-    primary's): each call's outcomes go to `on_progress` as the next begins."""
-    size = max(profile.batch_size, 1)
+    """One merged call, or several: a batch of a provider that takes few readers a
+    call (Mailjet, Resend, Amazon SES) is ten calls, so that claiming and closing a
+    batch is paid once for ten; and a batch cut for a provider that takes more per
+    call than this one (the fallback's limit may be lower than the primary's) is
+    split too. Each call's outcomes go to `on_progress` as the next begins."""
+    size = max(min(profile.batch_size, profile.provider.recipient_limit), 1)
     results: list[Outcome] = []
     reported = 0
     for start in range(0, len(recipients), size):
