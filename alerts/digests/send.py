@@ -115,7 +115,8 @@ def _deliver(rendered: RenderedAlert, recipients: list[tuple[int, str]], period:
     each; raises TransientSendError or PermanentSendError. No stored template is
     named, so Amazon SES sends it one message per reader."""
     # Observability: time the call and count its outcomes (alerts/common/metrics.py).
-    with metrics.provider_call(kind="digest", recipients=len(recipients), failures=CALL_FAILURES) as call:
+    with metrics.provider_call(kind="digest", recipients=len(recipients), failures=CALL_FAILURES,
+                               backend_path=backend) as call:
         results = deliver_rendered(rendered, recipients, tag=f"{period.frequency}-digest",
                                    metadata={"digest": period.key}, backend_path=backend)
         call.statuses = [row.status for row in results]

@@ -248,7 +248,8 @@ def deliver(alert: Alert, readers: list[tuple[int, str]], on_progress=None,
     rendered = _render_cache.get((alert.pk, alert.updated_at), lambda: alert_rendering(alert))
     metadata = {"alert_id": str(alert.pk)}
     # Observability: time the call and count its outcomes (alerts/common/metrics.py).
-    with metrics.provider_call(kind="alert", recipients=len(readers), failures=CALL_FAILURES) as call:
+    with metrics.provider_call(kind="alert", recipients=len(readers), failures=CALL_FAILURES,
+                               backend_path=backend_path) as call:
         if alert.follow_up_of_id:
             results = _deliver_threaded(alert, rendered, readers, metadata, on_progress, backend_path)
         else:

@@ -26,6 +26,7 @@ from tests.helpers import (
     wait_until,
     worker_env,
 )
+from tests.observability.conftest import METRICS_TOKEN, samples, value
 
 pytestmark = pytest.mark.usefixtures("clean_failover_record")
 
@@ -75,12 +76,13 @@ def test_with_the_primary_healthy_digests_go_through_it_and_the_batch_says_so(ma
 
 @pytest.mark.django_db
 def test_a_batch_the_primary_fails_part_way_is_finished_by_the_fallback_each_reader_once(
-        mailgun, settings, fake_sendgrid):
+        client, mailgun, settings, fake_sendgrid):
     """Two readers with different digests are two calls: the first gets through the
     primary, which then fails; the retry sends the second reader alone, through the
     fallback, and the waiting batch is labelled by the fallback that finished it."""
     use_fallback(settings, fake_sendgrid)
-    settings.FAILOVER_AFTER_SECONDS = 0
+    settings.FAILOVER_AFTER_SECONDS, settings.METRICS_TOKEN = 0, METRICS_TOKEN
+    before = samples(client)
     world, sport = Topic.objects.create(name="World", slug="world"), Topic.objects.create(name="Sport", slug="sport")
     london_reader("ann@example.com", world)
     london_reader("bob@example.com", sport)
@@ -101,6 +103,12 @@ def test_a_batch_the_primary_fails_part_way_is_finished_by_the_fallback_each_rea
     assert set(Delivery.objects.filter(digest_run=run).values_list("status", flat=True)) == {Delivery.Status.SENT}
     run.refresh_from_db()
     assert run.status == DigestRun.Status.SENT
+    # The metrics count each call under the provider it went to.
+    scraped = samples(client)
+    for provider, outcome in (("mailgun", "sent"), ("mailgun", "retried"), ("sendgrid", "sent")):
+        grew = (value(scraped, "stoppress_emails_total", provider=provider, kind="digest", outcome=outcome)
+                - value(before, "stoppress_emails_total", provider=provider, kind="digest", outcome=outcome))
+        assert grew == 1, (provider, outcome)
 
 
 @pytest.mark.django_db
