@@ -388,6 +388,10 @@ class DigestRun(models.Model):
     fanned_out_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     planned = models.PositiveIntegerField(default=0)
+    # --- Failover ---
+    # When this run's remaining batches went to EMAIL_BACKEND_FALLBACK, as an alert's
+    # do (Alert.failover_at): the next run starts on the primary again.
+    failover_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

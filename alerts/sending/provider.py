@@ -164,16 +164,21 @@ def _esp_connection(path: str, options: dict | None = None):
 def _open_connection(path: str, options: dict):
     # The profile's options (Postmark's bulk API) are backend keyword settings, which
     # anymail reads before ANYMAIL's: an operator need not set them.
-    connection = backend_class(path)(fail_silently=False, **options)
+    connection = _without_own_retries(backend_class(path)(fail_silently=False, **options))
+    connection.open()
+    return connection
+
+
+def _without_own_retries(connection):
+    """The backend, before it is opened, with boto3's retries off: boto3 (Amazon SES)
+    retries a 5xx or 429 itself, for seconds, inside one call; the batch engine retries
+    instead, with the send rate and failover in view."""
     client_params = getattr(connection, "client_params", None)
     if isinstance(client_params, dict) and "config" in client_params:
-        # boto3 (Amazon SES) retries a 5xx or 429 itself, for seconds, inside one call:
-        # the batch engine retries instead, with the send rate and failover in view.
         from botocore.config import Config
 
         client_params["config"] = client_params["config"].merge(Config(retries={"total_max_attempts": 1,
                                                                               "mode": "standard"}))
-    connection.open()
     return connection
 
 
@@ -480,7 +485,7 @@ def _thread_connection(profile: SendingProfile):
         cache = _local.backends = {}
     key = _connection_key(profile.backend_path)
     if key not in cache:
-        cache[key] = get_connection(profile.backend_path, fail_silently=False)
+        cache[key] = _without_own_retries(get_connection(profile.backend_path, fail_silently=False))
         cache[key].open()
     return cache[key]
 
