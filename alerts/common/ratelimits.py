@@ -74,17 +74,36 @@ def _count(request, group: str, nudge: str | None) -> tuple[bool, bool | None]:
     client = ratelimit_key(group, request)
     window = int(time.time()) // period
     key = raw_key("rl:" + hashlib.sha256(f"{group}|{client}|{rate}|{window}".encode()).hexdigest())
+    keys = [key, nudge_key(nudge)] if nudge else [key]
     try:
-        pipe = raw_client().pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, period + EXPIRATION_FUDGE)
-        if nudge:
-            pipe.set(nudge_key(nudge), 1, nx=True, ex=NUDGE_TTL)
-        replies = pipe.execute()
+        count, nudged = _count_script(raw_client())(keys=keys, args=[period + EXPIRATION_FUDGE, NUDGE_TTL])
     except RedisError as error:
         _warn_redis_down(error)
         return _local.over(f"{group}:{client}", rate), None
-    return replies[0] > limit, bool(replies[2]) if nudge else None
+    return count > limit, bool(nudged) if nudge else None
+
+
+# The count, its expiry and the nudge as one command: a pipeline of three costs the
+# web process three commands to pack and three replies to parse, and this is on
+# every signup. The window's key expires from its first count (a fixed window, as
+# django-ratelimit keeps). KEYS: the window's counter, then the nudge key if any.
+COUNT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local nudged = 0
+if KEYS[2] and redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[2]) then nudged = 1 end
+return {count, nudged}
+"""
+_scripts: dict[int, object] = {}
+
+
+def _count_script(client):
+    # redis-py's Script sends EVALSHA, and the script itself once if this Redis has
+    # not seen it (a restarted Redis forgets scripts): one round trip as a rule.
+    script = _scripts.get(id(client))
+    if script is None:
+        script = _scripts[id(client)] = client.register_script(COUNT_SCRIPT)
+    return script
 
 
 class LocalWindow:

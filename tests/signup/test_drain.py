@@ -4,7 +4,7 @@ their confirmation emails recorded in the outbox; and the nudge that queues it."
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from alerts.common.consent import RequestMeta
@@ -53,6 +53,55 @@ def test_a_drain_over_a_full_batch_takes_the_next_one_in_the_same_task(monkeypat
         sign_up(f"reader{index}@example.com")
     assert drain.consent_requests_drain() == 7
     assert OutboxEmail.objects.count() == 7
+
+
+class RolledBack(Exception):
+    pass
+
+
+def drained_rows(vendor: str, monkeypatch) -> dict:
+    """Sign up readers in every state, drain with the raw statements (postgresql) or
+    their portable twins, and return what the drain left, then roll it all back."""
+    from alerts.common.addresses import email_hmac
+    from alerts.models import Suppression
+    from alerts.signup.origin import SignupOrigin
+
+    found: dict = {}
+    try:
+        with transaction.atomic():
+            make_subscriber("confirmed@example.com")
+            make_subscriber("gone@example.com", status=Subscriber.Status.UNSUBSCRIBED)
+            Suppression.objects.create(email_hmac=email_hmac("bounced@example.com"), reason="bounce")
+            origin = SignupOrigin(page="https://news.example.com/a/1", utm_source="app", utm_campaign="storm")
+            for email, marketing in (("new@example.com", True), ("New@example.com", False),
+                                     ("confirmed@example.com", True), ("gone@example.com", False),
+                                     ("bounced@example.com", False), ("other@example.com", False)):
+                signup_request(email=email, marketing=marketing, source="api", origin=origin,
+                               meta=RequestMeta(ip="203.0.113.7", user_agent="Mozilla/5.0"), timezone_name="Europe/Paris")
+            with monkeypatch.context() as patch:
+                patch.setattr(connection, "vendor", vendor)
+                drain.consent_requests_drain()
+            found["subscribers"] = sorted(Subscriber.objects.values_list(
+                "email", "status", "source", "time_zone", "signup_page", "utm_source", "utm_campaign"))
+            found["events"] = sorted(ConsentEvent.objects.values_list(
+                "subscriber__email", "purpose", "action", "source", "wording_id", "privacy_notice_id", "ip_address",
+                "user_agent"))
+            found["outbox"] = sorted(OutboxEmail.objects.values_list(
+                "kind", "address", "subscriber__email", "request__email", "status", "attempts"))
+            found["unprocessed"] = ConsentRequest.objects.filter(processed_at__isnull=True).count()
+            raise RolledBack
+    except RolledBack:
+        return found
+
+
+def test_the_drains_raw_inserts_leave_the_same_rows_as_their_portable_twins(monkeypatch):
+    raw, portable = drained_rows("postgresql", monkeypatch), drained_rows("portable", monkeypatch)
+    assert raw == portable
+    assert len(raw["subscribers"]) == 4  # new (both spellings), confirmed, back from unsubscribed, other
+    assert ("new@example.com", "marketing") in {event[:2] for event in raw["events"]}
+    assert [row[1] for row in raw["outbox"]] == ["New@example.com", "gone@example.com", "new@example.com",
+                                                 "other@example.com"]
+    assert raw["unprocessed"] == 0
 
 
 def test_where_the_signup_came_from_is_kept_with_the_reader():
