@@ -43,16 +43,18 @@ DRAIN_BATCH = 500
 # A drain that keeps finding full batches hands over to a fresh message after this
 # long, so that one task never holds a worker process for minutes.
 DRAIN_BUDGET_SECONDS = 20.0
-# A signup sets the nudge key in the round trip that counts its rate limit, just
-# before its INSERT commits; a drain that started in between has not seen that row.
-# So a drain that found work looks once more after this pause (far longer than one
-# INSERT), and the sweeper is the last resort.
-STRAGGLER_PAUSE = 0.2
 
 
 def consent_requests_drain() -> int:
     """Process every unprocessed request, batch by batch, until none is left or the
     time budget is spent (then queue the next drain). Returns how many were processed.
+
+    A drain that found work queues one more, DRAIN_GATHER_SECONDS later: a signup sets
+    the nudge key in the round trip that counts its rate limit, just before its INSERT
+    commits, so a drain that started in between has not seen that row and nobody else
+    will queue one for it; the next drain does (and takes what arrived meanwhile). The
+    sweeper is the last resort. Under a spike that makes the drain a steady pulse,
+    and it ends with the first drain that finds nothing.
 
     Safe to run twice, or side by side: each batch is locked with SKIP LOCKED and
     marked processed in the transaction that applies it; a drain that dies rolls its
@@ -68,8 +70,7 @@ def consent_requests_drain() -> int:
             nudge(services.DRAIN_TASK)
             return total
     if total:
-        time.sleep(STRAGGLER_PAUSE)
-        total += _drain_batch()
+        nudge(services.DRAIN_TASK, gather=services.DRAIN_GATHER_SECONDS)
     return total
 
 

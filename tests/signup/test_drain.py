@@ -12,7 +12,7 @@ from alerts.common.queueing import nudge, nudge_key
 from alerts.common.redis_cache import raw_client
 from alerts.models import ConsentEvent, ConsentRequest, OutboxEmail, Subscriber
 from alerts.signup import drain
-from alerts.signup.services import DRAIN_TASK, signup_request
+from alerts.signup.services import DRAIN_GATHER_SECONDS, DRAIN_TASK, signup_request
 from tests.factories import make_subscriber
 
 pytestmark = pytest.mark.django_db
@@ -129,10 +129,30 @@ def test_a_nudge_queues_one_drain_until_that_drain_starts(monkeypatch):
     assert len(queued) == 2
 
 
-def test_a_drain_looks_once_more_for_a_signup_that_committed_just_after_its_read(monkeypatch):
+def test_a_drain_that_found_work_queues_one_more_which_finds_a_signup_that_committed_just_after_its_read(
+        monkeypatch):
     # The signup's nudge key is set before its INSERT commits, so a drain may read
-    # just before the row exists: its second look, after a short pause, finds it.
+    # just before the row exists, and that signup queued nothing (the key was set):
+    # the drain queues a follow-up, a little later, which finds it.
+    from celery import current_app
+
+    queued = []
+    monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "apply_async", lambda **kw: queued.append(kw))
+    raw_client().delete(nudge_key(DRAIN_TASK))
     sign_up("first@example.com")
-    monkeypatch.setattr(drain.time, "sleep", lambda seconds: sign_up("late@example.com"))
-    assert drain.consent_requests_drain() == 2
+    assert drain.consent_requests_drain() == 1
+    sign_up("late@example.com", drain_nudge=False)  # its nudge found the key set
+    assert queued == [{"kwargs": {}, "countdown": DRAIN_GATHER_SECONDS}]
+    assert drain.consent_requests_drain() == 1  # the follow-up
     assert not ConsentRequest.objects.filter(processed_at__isnull=True).exists()
+    assert len(queued) == 2  # it found work too, so one more; the one after finds none
+
+
+def test_a_drain_that_found_nothing_queues_nothing(monkeypatch):
+    from celery import current_app
+
+    queued = []
+    monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "apply_async", lambda **kw: queued.append(kw))
+    raw_client().delete(nudge_key(DRAIN_TASK))
+    assert drain.consent_requests_drain() == 0
+    assert queued == []
