@@ -14,11 +14,13 @@ recipients they accept recorded in one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import socket
 import socketserver
 import sys
 import threading
+from collections.abc import Iterator
 
 HOST = "127.0.0.1"
 
@@ -29,6 +31,8 @@ class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server._lock:
+            self.server.open_sockets.add(sock)
         sock.sendall(b"220 sink ESMTP\r\n")
         buffer = b""
         replies: list[bytes] = []
@@ -42,6 +46,7 @@ class _Handler(socketserver.BaseRequestHandler):
                     self.server.accept(accepted)
                     accepted.clear()
                 sock.sendall(b"".join(replies))
+                self.server.writes += 1
                 replies.clear()
             return sock.recv(size)
 
@@ -56,8 +61,7 @@ class _Handler(socketserver.BaseRequestHandler):
             line, buffer = buffer[:end], buffer[end + 2:]
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
-                replies.append(b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 52428800\r\n"
-                               if verb == b"EHLO" else b"250 sink\r\n")
+                replies.append(b"250 sink\r\n" if verb == b"HELO" else self.server.ehlo_reply)
             elif verb == b"MAIL":
                 recipients = []
                 replies.append(b"250 OK\r\n")
@@ -92,11 +96,26 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, record_path: str | None) -> None:
+    def __init__(self, address, record_path: str | None, pipelining: bool = True) -> None:
         super().__init__(address, _Handler)
         self._lock = threading.Lock()
         self._record = open(record_path, "a", encoding="utf-8") if record_path else None  # noqa: SIM115
+        self.ehlo_reply = (b"250-sink\r\n" + (b"250-PIPELINING\r\n" if pipelining else b"")
+                           + b"250-8BITMIME\r\n250 SIZE 52428800\r\n")
         self.messages = 0
+        self.writes = 0  # replies sent, one write each: the client's round trips
+        self.open_sockets: set[socket.socket] = set()
+
+    def close_connections(self, farewell: bytes = b"") -> None:
+        """Close every connection from the server's side, as a server does with ones
+        left idle too long (Postfix first says "421 4.4.2 ... timeout exceeded")."""
+        with self._lock:
+            sockets, self.open_sockets = self.open_sockets, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                if farewell:
+                    sock.sendall(farewell)
+                sock.shutdown(socket.SHUT_RDWR)
 
     def accept(self, recipients: list[str]) -> None:
         """Record the recipients of messages accepted (one message each), before the
@@ -106,6 +125,18 @@ class _Server(socketserver.ThreadingTCPServer):
             if self._record is not None:
                 self._record.write("".join(r + "\n" for r in recipients))
                 self._record.flush()
+
+
+@contextlib.contextmanager
+def running(pipelining: bool = True) -> Iterator[_Server]:
+    """The sink in this process, on a free port (`server_address`)."""
+    server = _Server((HOST, 0), None, pipelining)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def main(argv: list[str] | None = None) -> int:
