@@ -448,6 +448,7 @@ def _smtp_sender(template: MessageTemplate, make_token):
             connection, reused = smtp_pool.take()
         except (smtplib.SMTPException, OSError) as error:
             return results, TransientSendError(f"SMTP connection failed: {error}"[:1000])
+
         def send_over(connection):
             for (subscriber_id, message_id), reply in send_each(connection, template.envelope_from, copies(share)):
                 results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id) if reply.accepted
