@@ -188,18 +188,18 @@ def send_each(connection: smtplib.SMTP, envelope_from: str,
             in_data = key, content
             continue
         if data_code == 354:
-            # A server must refuse DATA when it took no recipient (RFC 2920); one that
+            # RFC 2920 has a server refuse DATA when it took no recipient; one that
             # did not now waits for content: give up on the connection.
             raise smtplib.SMTPResponseException(data_code, b"DATA accepted after a refusal")
         # As smtplib's sendmail: a refused recipient fails that reader whatever the
         # code; a refused sender or DATA only if the refusal is permanent.
         if not 200 <= mail_code < 300:
-            code, text = mail_code, mail_text
+            code, text, permanent = mail_code, mail_text, mail_code >= 500
         elif not 200 <= rcpt_code < 300:
-            code, text = max(rcpt_code, 500), rcpt_text
+            code, text, permanent = rcpt_code, rcpt_text, True
         else:
-            code, text = data_code, data_text
-        if code < 500:
+            code, text, permanent = data_code, data_text, data_code >= 500
+        if not permanent:
             raise smtplib.SMTPResponseException(code, text)
         reset = True
         yield key, Reply(code, text.decode(errors="replace"))
