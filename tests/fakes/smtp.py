@@ -93,7 +93,7 @@ class _Handler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         if address.lower() in self._sink.refuse_recipients:
-            return "550 5.1.1 No such user here"
+            return self._sink.refuse_recipient_reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -143,8 +143,9 @@ class FakeSMTP:
         # server that falls over part-way through a batch); None: accept all.
         self.refuse_after: int | None = None
         self.pipelining = pipelining
-        # RCPT TO for these (lowercased) is answered 550, as for an unknown mailbox.
+        # RCPT TO for these (lowercased) is answered with refuse_recipient_reply.
         self.refuse_recipients: set[str] = set()
+        self.refuse_recipient_reply = "550 5.1.1 No such user here"
 
     # -- lifecycle ---------------------------------------------------------
 

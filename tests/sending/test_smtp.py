@@ -157,3 +157,17 @@ def test_a_kept_connection_closed_by_the_server_while_idle_is_reopened_and_nobod
         outcomes = deliver_rendered(rendered, readers[10:], tag="t", metadata={})
         assert {o.status for o in outcomes} == {Delivery.Status.SENT} and len(outcomes) == 10
         assert sink.messages == 20
+
+
+def test_a_recipient_refused_for_now_fails_that_reader_alone_with_the_servers_own_words(alert, settings, smtp):
+    # As smtplib's sendmail: a refused recipient is never retried, or one full mailbox
+    # would hold back everyone after it in the batch at every attempt.
+    for i in range(5):
+        make_subscriber(f"r{i}@example.com")
+    smtp.refuse_recipients = {"r2@example.com"}
+    smtp.refuse_recipient_reply = "452 4.2.2 Mailbox full"
+    batch = publish_and_cut(alert, settings=settings)[0]
+    assert fanout.batch_send(batch_id=batch.pk) == Batch.Status.SENT
+    assert smtp.message_count == 4
+    failed = Delivery.objects.get(status=Delivery.Status.FAILED)
+    assert failed.subscriber.email == "r2@example.com" and failed.error == "452 4.2.2 Mailbox full"
