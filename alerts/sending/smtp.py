@@ -205,6 +205,17 @@ def send_each(connection: smtplib.SMTP, envelope_from: str,
         yield key, Reply(code, text.decode(errors="replace"))
     if in_data is not None:
         yield in_data[0], _final(exchange([in_data[1] + _END], content=True)[0])
+    elif reset:
+        # A refusal may leave the transaction open (MAIL taken, RCPT refused): close it,
+        # so that the kept connection's next MAIL is not a nested one. If that fails
+        # the connection is closed, and its next user opens a new one.
+        try:
+            connection.send(_RSET)
+            code, _ = connection.getreply()
+        except smtplib.SMTPServerDisconnected:
+            code = 0
+        if not 200 <= code < 300:
+            connection.close()
 
 
 def _final(reply: tuple[int, bytes]) -> Reply:

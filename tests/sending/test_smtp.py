@@ -171,3 +171,15 @@ def test_a_recipient_refused_for_now_fails_that_reader_alone_with_the_servers_ow
     assert smtp.message_count == 4
     failed = Delivery.objects.get(status=Delivery.Status.FAILED)
     assert failed.subscriber.email == "r2@example.com" and failed.error == "452 4.2.2 Mailbox full"
+
+
+def test_a_refusal_on_the_last_message_of_a_batch_leaves_the_kept_connection_clean_for_the_next(
+        alert, settings, smtp):
+    settings.EMAIL_CONNECTIONS = 1
+    for i in range(10):
+        make_subscriber(f"r{i}@example.com")
+    smtp.refuse_recipients = {"r4@example.com"}  # the last of the first batch of 5
+    send_all(publish_and_cut(alert, batch_size=5, settings=settings))
+    assert smtp.connections == 1 and smtp.message_count == 9
+    failed = Delivery.objects.filter(status=Delivery.Status.FAILED)
+    assert [d.subscriber.email for d in failed] == ["r4@example.com"]
