@@ -25,13 +25,13 @@ from django.core.mail import get_connection
 
 from ..common.cache import ProcessCache
 from ..common.tokens import link_tokens
-from ..emails import RenderedAlert, personalise, personalised_copy, subscriber_links
+from ..emails import RenderedAlert, personalise, personalised_copy, subscriber_links, subscriber_links_maker
 from ..models import Delivery
 from . import throttle
 from .anymail_batch import BatchMessage, backend_class
 from .ledger import Outcome, outcomes
 from .profiles import MERGED, PROVIDER, ProviderProfile, profile_for
-from .smtp import MessageTemplate, open_smtp
+from .smtp import ClosedBeforeSending, MessageTemplate, open_smtp, send_each
 from .smtp import pool as smtp_pool
 
 logger = logging.getLogger(__name__)
@@ -440,34 +440,36 @@ def _send_each(rendered: RenderedAlert, recipients, profile: SendingProfile, on_
 
 
 def _smtp_sender(template: MessageTemplate, make_token):
+    make_links = subscriber_links_maker()
+
+    def copies(share):
+        for subscriber_id, email in share:
+            message_id, data = template.render(subscriber_id, email, make_links(make_token(subscriber_id)))
+            yield (subscriber_id, message_id), email, data
+
     def send_share(share):
         results: list[Outcome] = []
         try:
             connection, reused = smtp_pool.take()
         except (smtplib.SMTPException, OSError) as error:
             return results, TransientSendError(f"SMTP connection failed: {error}"[:1000])
+
+        def send_over(connection):
+            for (subscriber_id, message_id), reply in send_each(connection, template.envelope_from, copies(share)):
+                results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id) if reply.accepted
+                               else Outcome(subscriber_id, Delivery.Status.FAILED, "", str(reply)[:400]))
+
         try:
-            for subscriber_id, email in share:
-                message_id, data = template.render(subscriber_id, email, subscriber_links(make_token(subscriber_id)))
-                try:
-                    connection.sendmail(template.envelope_from, [email], data)
-                except smtplib.SMTPServerDisconnected:
-                    if not (reused and not results):
-                        raise
-                    # Closed by the server while idle, before this batch sent anything
-                    # over it: open a fresh one and send this message there.
-                    smtp_pool.discard(connection)
-                    connection, reused = open_smtp(), False
-                    connection.sendmail(template.envelope_from, [email], data)
-                except smtplib.SMTPRecipientsRefused as error:
-                    results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
-                    continue
-                except smtplib.SMTPResponseException as error:
-                    if error.smtp_code < 500:
-                        raise
-                    results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
-                    continue
-                results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id))
+            try:
+                send_over(connection)
+            except ClosedBeforeSending:
+                if not reused:
+                    raise
+                # Closed by the server while idle, before any message went over it:
+                # open a fresh one and send the share there.
+                smtp_pool.discard(connection)
+                connection = open_smtp()
+                send_over(connection)
         except (smtplib.SMTPException, OSError) as error:
             smtp_pool.discard(connection)
             return results, TransientSendError(str(error)[:1000])
