@@ -226,12 +226,16 @@ class ConsentRequest(models.Model):
     # Stored as CONSENT_NETWORK_DATA says, as on consent events.
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=400, blank=True)
-    # The exact texts the reader was shown when they asked.
-    wording = models.ForeignKey(Wording, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    # The exact texts the reader was shown when they asked. No index on these three:
+    # nothing looks requests up by wording (a wording is never deleted, only followed
+    # by a new one), and every signup's INSERT, and the drain's UPDATE after it, would
+    # otherwise write three more index entries.
+    wording = models.ForeignKey(Wording, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+                                db_index=False)
     marketing_wording = models.ForeignKey(Wording, on_delete=models.PROTECT, null=True, blank=True,
-                                          related_name="+")
+                                          related_name="+", db_index=False)
     privacy_notice = models.ForeignKey(Wording, on_delete=models.PROTECT, null=True, blank=True,
-                                       related_name="+")
+                                       related_name="+", db_index=False)
     created_at = models.DateTimeField(default=timezone.now)
     processed_at = models.DateTimeField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
@@ -388,6 +392,10 @@ class DigestRun(models.Model):
     fanned_out_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     planned = models.PositiveIntegerField(default=0)
+    # --- Failover ---
+    # When this run's remaining batches went to EMAIL_BACKEND_FALLBACK, as an alert's
+    # do (Alert.failover_at): the next run starts on the primary again.
+    failover_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -41,6 +41,7 @@ from pathlib import Path  # noqa: E402
 import psycopg  # noqa: E402
 
 from bench.constants import DB_NAME, PG_SERVER, ROOT  # noqa: E402
+from bench.cpu_meter import CpuMeter  # noqa: E402
 from bench.processes import Processes, backend_env, base_env, signal_group, start_fake  # noqa: E402
 from bench.seed import ensure_database, migrate  # noqa: E402
 from bench.stores import PrivateRedis  # noqa: E402
@@ -172,9 +173,13 @@ def run_wrk(port: int, duration: int, args: argparse.Namespace, prefix: str) -> 
 class Backlog(threading.Thread):
     """Every half second: how old the oldest signup without a sent confirmation is."""
 
-    QUERY = ("SELECT extract(epoch FROM now() - min(r.created_at)) FROM alerts_consentrequest r "
-             "WHERE r.email LIKE %s AND (r.processed_at IS NULL OR EXISTS (SELECT 1 FROM alerts_outboxemail o "
-             "WHERE o.request_id = r.id AND o.status IN ('pending', 'sending')))")
+    # Through the two partial indexes of open work (unprocessed requests, open outbox
+    # rows), so that watching costs the same however many signups are stored: a scan of
+    # every stored request twice a second would be load that grows with each round.
+    QUERY = ("SELECT extract(epoch FROM now() - LEAST("
+             "(SELECT min(created_at) FROM alerts_consentrequest WHERE processed_at IS NULL AND email LIKE %(p)s), "
+             "(SELECT min(r.created_at) FROM alerts_outboxemail o JOIN alerts_consentrequest r ON r.id = o.request_id "
+             "WHERE o.status IN ('pending', 'sending') AND r.email LIKE %(p)s)))")
 
     def __init__(self, prefix: str) -> None:
         super().__init__(daemon=True)
@@ -183,7 +188,7 @@ class Backlog(threading.Thread):
     def run(self) -> None:
         with psycopg.connect(dsn(), autocommit=True) as conn:
             while not self.done.wait(0.5):
-                age = conn.execute(self.QUERY, [f"{self.prefix}%"]).fetchone()[0]
+                age = conn.execute(self.QUERY, {"p": f"{self.prefix}%"}).fetchone()[0]
                 self.samples.append((time.time(), float(age or 0)))
 
     def oldest(self, since: float = 0, until: float = float("inf")) -> float:
@@ -292,16 +297,19 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
               "--without-heartbeat", "--loglevel=WARNING", "-n", f"signup-bench-{os.getpid()}@%h"]
     beat = [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel=WARNING",
             "-s", str(run_dir / "beat-schedule")]
+    meter = CpuMeter({"web": [], "bare": [], "workers": [], "redis": [redis.proc.pid]}, dsn(), DB_NAME)
     if not args.defer_worker:
-        procs.start("worker", worker, env, run_dir / "worker.log")
-        procs.start("beat", beat, env, run_dir / "beat.log")
+        meter.groups["workers"] += [procs.start("worker", worker, env, run_dir / "worker.log").pid,
+                                    procs.start("beat", beat, env, run_dir / "beat.log").pid]
     # Both servers stay up, idle in turn, so that the two are measured in alternation
     # under the same load from the rest of the machine.
     port, bare_port = args.port or free_port(), free_port()
     app = start_gunicorn(procs, env, "config.settings", port, run_dir / "gunicorn-app.log")
+    meter.groups["web"].append(app.pid)
     run_wrk(port, 3, args, f"warm{tag}")
     if not args.skip_bare:
-        start_gunicorn(procs, env, "bench.bare_settings", bare_port, run_dir / "gunicorn-bare.log")
+        bare = start_gunicorn(procs, env, "bench.bare_settings", bare_port, run_dir / "gunicorn-bare.log")
+        meter.groups["bare"].append(bare.pid)
         run_wrk(bare_port, 3, args, f"warm-bare{tag}")
     wait_drained(f"warm{tag}", args.drain_timeout)
     duration = max(args.duration, args.redis_outage + 30) if args.redis_outage else args.duration
@@ -312,13 +320,17 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     for index in range(rounds):
         one: dict = {}
         if not args.skip_bare:
+            before = meter.snapshot()
             one["bare"] = run_wrk(bare_port, args.duration, args, f"bare{tag}r{index}")
+            one["bare"]["cpu_ms"] = cpu_per_request(meter.spent(before, meter.snapshot()), one["bare"],
+                                                    ("bare", "postgres", "redis"))
             print(f"round {index + 1}: bare view {one['bare']['per_second']:.0f}/s, "
                   f"p99 {one['bare']['p99_ms']:.1f} ms")
         if args.redis_outage:
             outage = Outage(redis, duration / 4, args.redis_outage)
             outage.start()
         spy = _py_spy(app, args, duration) if index == 0 else None
+        before = meter.snapshot()
         started = time.time()
         one["signup"] = run_wrk(port, duration, args, f"{prefix}r{index}")
         ended = time.time()
@@ -335,9 +347,16 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
             spy.wait()
         if args.defer_worker:
             ended = time.time()  # the drain is timed from the worker's start
-            procs.start("worker", worker, env, run_dir / "worker.log")
-            procs.start("beat", beat, env, run_dir / "beat.log")
+            meter.groups["workers"] += [procs.start("worker", worker, env, run_dir / "worker.log").pid,
+                                        procs.start("beat", beat, env, run_dir / "beat.log").pid]
         drained = wait_drained(prefix, args.drain_timeout)
+        # The signup's whole cost: the request, and the drain and the sending it causes.
+        one["signup"]["cpu_ms"] = cpu_per_request(meter.spent(before, meter.snapshot()), one["signup"],
+                                                  ("web", "workers", "postgres", "redis"))
+        if "bare" in one:
+            one["cpu_ratio"] = round(one["bare"]["cpu_ms"]["total"] / one["signup"]["cpu_ms"]["total"], 2)
+            print(f"round {index + 1}: CPU a request: bare view {_cpu_text(one['bare']['cpu_ms'])}; "
+                  f"signup {_cpu_text(one['signup']['cpu_ms'])}; ratio {one['cpu_ratio']:.2f}")
     backlog.done.set()
     checks = verify(prefix, outage)
     checks["drained"] = drained
@@ -358,11 +377,23 @@ def run(args: argparse.Namespace, procs: Processes) -> dict:
     median = sorted(result["rounds"], key=lambda one: one.get("ratio", 0))[len(result["rounds"]) // 2]
     result.update({key: median[key] for key in ("bare", "signup", "ratio") if key in median})
     result["ratios"] = [one["ratio"] for one in result["rounds"] if "ratio" in one]
+    result["cpu_ratios"] = [one["cpu_ratio"] for one in result["rounds"] if "cpu_ratio" in one]
     result["loadavg_after"] = os.getloadavg()
     if outage:
         outage.finished.set()
     redis.remove()
     return result
+
+
+def cpu_per_request(spent: dict[str, float], run: dict, groups: tuple[str, ...]) -> dict[str, float]:
+    """Milliseconds of CPU per request answered, by group, and their total."""
+    per = {name: round(spent[name] * 1000 / max(run["requests"], 1), 3) for name in groups}
+    return {**per, "total": round(sum(per.values()), 3)}
+
+
+def _cpu_text(cpu: dict[str, float]) -> str:
+    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items() if name != "total")
+    return f"{cpu['total']:.2f} ms ({parts})"
 
 
 def _py_spy(app: subprocess.Popen, args: argparse.Namespace, duration: int):
@@ -390,6 +421,11 @@ def print_report(result: dict) -> None:
         print(f"  ratio signup / bare: {result['ratio']:.2f}")
     if len(result["ratios"]) > 1:
         print(f"  ratios of the {len(result['ratios'])} rounds, in order: {result['ratios']}")
+    if "cpu_ms" in signup:
+        print(f"  CPU a request (ms), signup with its drain and sending: {_cpu_text(signup['cpu_ms'])}")
+    if "bare" in result:
+        print(f"  CPU a request (ms), bare view: {_cpu_text(result['bare']['cpu_ms'])}; CPU ratio "
+              f"{result['bare']['cpu_ms']['total'] / signup['cpu_ms']['total']:.2f} (rounds: {result['cpu_ratios']})")
     print(f"  accepted {checks['accepted']}, stored {checks['stored']} (accepted but not stored: "
           f"{checks['accepted_not_stored']}), without consent event "
           f"{checks['without_consent_event']}, without a confirmation {checks['without_confirmation']}, "

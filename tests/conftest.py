@@ -15,6 +15,7 @@ from django.core.cache import cache
 from alerts.common.cache import clear_all
 from alerts.models import Alert, Topic
 from tests.fakes.mailgun import FakeMailgun
+from tests.fakes.sendgrid import FakeSendGrid
 from tests.helpers import Worker, require_service, worker_env
 
 
@@ -61,6 +62,28 @@ def mailgun(fake_mailgun, settings):
         "MAILGUN_API_URL": fake_mailgun.api_url,
     }
     return fake_mailgun
+
+
+@pytest.fixture
+def fake_sendgrid():
+    """A second provider's fake, for failover to EMAIL_BACKEND_FALLBACK."""
+    with FakeSendGrid() as fake:
+        yield fake
+
+
+@pytest.fixture
+def clean_failover_record():
+    """The primary provider's health record (alerts/sending/failover.py) is shared
+    through Redis: a failover test starts and ends without one."""
+    client = redis.Redis.from_url(settings.CACHE_REDIS_URL)
+
+    def clear():
+        for key in client.scan_iter("stoppress:failover:*"):
+            client.delete(key)
+
+    clear()
+    yield
+    clear()
 
 
 @pytest.fixture

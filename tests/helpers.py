@@ -198,6 +198,26 @@ def send_all(batches):
         fanout.batch_send(batch_id=batch.pk)
 
 
+# --- Failover (tests/publishing/test_failover.py, tests/digests/test_failover.py) -----
+
+
+SENDGRID = "anymail.backends.sendgrid.EmailBackend"  # the fallback's backend, on its fake
+
+
+def fallback_env(fake_sendgrid, **overrides: str) -> dict[str, str]:
+    """A test worker's extra environment: the fake SendGrid as EMAIL_BACKEND_FALLBACK,
+    failing over after 2 s."""
+    return {"EMAIL_BACKEND_FALLBACK": SENDGRID, "SENDGRID_API_KEY": fake_sendgrid.api_key,
+            "SENDGRID_API_URL": fake_sendgrid.api_url, "FAILOVER_AFTER_SECONDS": "2", **overrides}
+
+
+def use_fallback(settings, fake_sendgrid) -> None:
+    """In process: the fake SendGrid as EMAIL_BACKEND_FALLBACK."""
+    settings.EMAIL_BACKEND_FALLBACK = SENDGRID
+    settings.ANYMAIL = {**settings.ANYMAIL, "SENDGRID_API_KEY": fake_sendgrid.api_key,
+                        "SENDGRID_API_URL": fake_sendgrid.api_url}
+
+
 # --- Digests (tests/digests/) ---------------------------------------------------------
 
 

@@ -60,11 +60,13 @@ class ProviderCall:
 
 
 @contextmanager
-def provider_call(*, kind: str, recipients: int, failures: dict[type, str]) -> Iterator[ProviderCall]:
-    """Time one provider call and count its recipients by outcome: the statuses the
-    call set, or, when it raised one of `failures`' exception types, that outcome for
-    every recipient (e.g. {TransientSendError: "retried"}). Re-raises."""
-    call, provider, started = ProviderCall(), provider_label(), time.monotonic()
+def provider_call(*, kind: str, recipients: int, failures: dict[type, str],
+                  backend_path: str | None = None) -> Iterator[ProviderCall]:
+    """Time one provider call (to `backend_path`, the fallback; else EMAIL_BACKEND) and
+    count its recipients by outcome: the statuses the call set, or, when it raised one
+    of `failures`' exception types, that outcome for every recipient (e.g.
+    {TransientSendError: "retried"}). Re-raises."""
+    call, provider, started = ProviderCall(), provider_label(backend_path), time.monotonic()
     try:
         yield call
     except tuple(failures) as error:

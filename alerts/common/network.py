@@ -24,7 +24,16 @@ MAX_FORWARDED_ENTRIES = 20
 
 def client_address(request: HttpRequest) -> str | None:
     """The reader's IP address as the trusted proxies saw it, or None if it cannot be
-    told (a malformed header from our own proxy side). Never raises."""
+    told (a malformed header from our own proxy side). Never raises. Worked out once
+    per request: the rate limit and the consent record both ask."""
+    try:
+        return request._client_address
+    except AttributeError:
+        request._client_address = address = _client_address(request)
+        return address
+
+
+def _client_address(request: HttpRequest) -> str | None:
     remote = _parse(request.META.get("REMOTE_ADDR", ""))
     trusted = settings.TRUSTED_PROXIES
     if remote is None or not trusted:

@@ -1,5 +1,5 @@
 """Digest runs in the admin: when, for which period and time zone, how many, how
-long, failures."""
+long, failures, and when a run went over to the fallback provider."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from ..models import DigestRun
 
 @admin.register(DigestRun)
 class DigestRunAdmin(admin.ModelAdmin):
-    """Each digest run: when, for whom, how many, how long, failures."""
+    """Each digest run: when, for whom, how many, how long, failures, failover."""
 
     list_display = ["created_at", "period_key", "time_zone", "status", "planned", "sent", "skipped",
-                    "failed", "duration"]
+                    "failed", "duration", "failed_over"]
     list_filter = ["status", "frequency", "time_zone"]
     readonly_fields = ["frequency", "period_key", "time_zone", "status", "created_at",
-                       "fanned_out_at", "finished_at", "planned"]
+                       "fanned_out_at", "finished_at", "planned", "failover_at"]
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(
@@ -42,6 +42,10 @@ class DigestRunAdmin(admin.ModelAdmin):
         if not run.finished_at:
             return "still sending"
         return f"{(run.finished_at - run.created_at).total_seconds():.1f} s"
+
+    @admin.display(description="Failed over", ordering="failover_at")
+    def failed_over(self, run: DigestRun) -> str:
+        return f"at {run.failover_at:%H:%M:%S} UTC" if run.failover_at else "—"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -1,6 +1,11 @@
 """Sending one batch of digests: the reserved readers still eligible, grouped by the
 exact list of alerts their digest holds (one provider call per group), each row of the
-ledger marked with what became of it."""
+ledger marked with what became of it.
+
+A run fails over to the second provider as an alert does (alerts/sending/failover.py):
+once the primary has been failing for the failover delay, DigestRun.failover_at is
+set and the run's remaining batches, and those waiting for a retry, go through
+EMAIL_BACKEND_FALLBACK; the reserved rows keep each reader to one digest."""
 
 from __future__ import annotations
 
@@ -9,13 +14,14 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..common import metrics
 from ..common.cache import ProcessCache
 from ..emails import RenderedAlert, digest_rendering
-from ..models import Alert, Batch, Delivery, Subscriber, Suppression
-from ..sending import ledger
+from ..models import Alert, Batch, Delivery, DigestRun, Subscriber, Suppression
+from ..sending import failover, ledger
 from ..sending.batches import (
     BatchOwner,
     claim_batch,
@@ -27,7 +33,7 @@ from ..sending.batches import (
     wake_waiting,
 )
 from ..sending.ledger import Outcome
-from ..sending.provider import PermanentSendError, TransientSendError, deliver_rendered
+from ..sending.provider import PermanentSendError, TransientSendError, deliver_rendered, provider_label
 from .schedule import PERIOD, Period, digest_run_finish_if_done, period_of
 
 # Keyed by each alert's last edit too: an id alone can come back (SQLite reuses the id
@@ -64,25 +70,57 @@ def _send(batch: Batch) -> str:
     rows = _eligible_rows(pending)
     groups, nothing_new = _group_by_content(rows, period)
     _mark(batch, [Outcome(sid, Delivery.Status.SKIPPED) for sid in nothing_new])
+    # The run went over to the fallback provider (set on the run, read with the claim).
+    on_fallback = failover.enabled() and getattr(batch, "owner_failover_at", None) is not None
+    backend = failover.fallback_backend() if on_fallback else None
+    on_primary = failover.enabled() and not on_fallback  # the primary's health record hears of it
+    report_success = on_primary
+    handed = False
     for alert_ids, recipients in groups.items():
         try:
-            # Observability: time the call and count its outcomes (alerts/common/metrics.py).
-            with metrics.provider_call(kind="digest", recipients=len(recipients), failures=CALL_FAILURES) as call:
-                results = deliver_rendered(
-                    _rendering(alert_ids, run.frequency), recipients,
-                    tag=f"{run.frequency}-digest", metadata={"digest": period.key})
-                call.statuses = [row.status for row in results]
+            results = _deliver(_rendering(alert_ids, run.frequency), recipients, period, backend)
         except TransientSendError as error:
             _sent(batch, error.partial_results, period)
-            status = retry_or_give_up(batch, error)  # raises RetryLater until it gives up
+            at_most = _fail_over_if_due(batch, error) if on_primary else None
+            status = retry_or_give_up(batch, error, at_most=at_most)  # raises RetryLater until it gives up
             pending.update(status=Delivery.Status.FAILED, error=str(error)[:400])
             return status
         except PermanentSendError as error:
             results = failed_outcomes((sid for sid, _ in recipients), str(error))
+        else:
+            if report_success:
+                failover.primary_succeeded()  # once a batch is enough: the primary is up
+                report_success = False
+        handed = handed or any(row.status not in ledger.NOT_SENT for row in results)
         _sent(batch, results, period)
     # Unsubscribed or suppressed since the tick: nothing is sent to them.
     pending.update(status=Delivery.Status.SKIPPED, error="no longer subscribed")
-    return close_batch(batch, Batch.Status.SENT)
+    return close_batch(batch, Batch.Status.SENT, provider=provider_label(backend) if handed else "")
+
+
+def _fail_over_if_due(batch: Batch, error: TransientSendError) -> float:
+    """The primary failed this batch: once it has been failing for the failover delay,
+    the rest of the run goes through the fallback (failover.fail_over_if_due). The
+    most the batch's retry may wait."""
+    def switch() -> bool:
+        return bool(DigestRun.objects.filter(pk=batch.digest_run_id, failover_at__isnull=True)
+                    .update(failover_at=Now()))
+
+    return failover.fail_over_if_due(BatchOwner.of(batch), error, switch=switch, task_name=SEND_TASK)
+
+
+def _deliver(rendered: RenderedAlert, recipients: list[tuple[int, str]], period: Period,
+             backend: str | None) -> list[Outcome]:
+    """One group's digest to the provider (`backend`, else EMAIL_BACKEND): one Outcome
+    each; raises TransientSendError or PermanentSendError. No stored template is
+    named, so Amazon SES sends it one message per reader."""
+    # Observability: time the call and count its outcomes (alerts/common/metrics.py).
+    with metrics.provider_call(kind="digest", recipients=len(recipients), failures=CALL_FAILURES,
+                               backend_path=backend) as call:
+        results = deliver_rendered(rendered, recipients, tag=f"{period.frequency}-digest",
+                                   metadata={"digest": period.key}, backend_path=backend)
+        call.statuses = [row.status for row in results]
+    return results
 
 
 CALL_FAILURES = {TransientSendError: "retried", PermanentSendError: "failed"}

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -197,7 +196,7 @@ def _send(batch: Batch) -> str:
         return set_aside
     readers = recipients(batch, alert)
     # The alert went over to the fallback provider (set on the alert, read with the claim).
-    on_fallback = failover.enabled() and getattr(batch, "alert_failover_at", None) is not None
+    on_fallback = failover.enabled() and getattr(batch, "owner_failover_at", None) is not None
     backend = failover.fallback_backend() if on_fallback else None
     handed: list[Outcome] = []  # what earlier calls of this attempt handed over, recorded
 
@@ -224,19 +223,12 @@ def _send(batch: Batch) -> str:
 
 def _fail_over_if_due(batch: Batch, error: TransientSendError) -> float:
     """The primary failed this batch: once it has been failing for the failover delay,
-    send the rest of the alert through the fallback (this batch at once, and every
-    batch waiting for a retry woken). The most the batch's retry may wait: 0 once it
-    goes to the fallback, else until the failover is due."""
-    left = failover.seconds_left(failover.primary_failed(), error.rate_limited)
-    if left > 0:
-        return left + random.uniform(0.05, 0.5)
-    switched = Alert.objects.filter(pk=batch.alert_id, failover_at__isnull=True).update(failover_at=Now())
-    if switched:
-        logger.warning("Alert %s: the primary provider has been failing (%s); the rest goes through %s",
-                       batch.alert_id, error, failover.fallback_backend())
-        failover.mark_down()
-        wake_waiting(BatchOwner.of(batch), SEND_TASK)
-    return 0.0
+    the rest of the alert goes through the fallback (failover.fail_over_if_due). The
+    most the batch's retry may wait."""
+    def switch() -> bool:
+        return bool(Alert.objects.filter(pk=batch.alert_id, failover_at__isnull=True).update(failover_at=Now()))
+
+    return failover.fail_over_if_due(BatchOwner.of(batch), error, switch=switch, task_name=SEND_TASK)
 
 
 def _published_alert(batch: Batch) -> Alert:
@@ -256,7 +248,8 @@ def deliver(alert: Alert, readers: list[tuple[int, str]], on_progress=None,
     rendered = _render_cache.get((alert.pk, alert.updated_at), lambda: alert_rendering(alert))
     metadata = {"alert_id": str(alert.pk)}
     # Observability: time the call and count its outcomes (alerts/common/metrics.py).
-    with metrics.provider_call(kind="alert", recipients=len(readers), failures=CALL_FAILURES) as call:
+    with metrics.provider_call(kind="alert", recipients=len(readers), failures=CALL_FAILURES,
+                               backend_path=backend_path) as call:
         if alert.follow_up_of_id:
             results = _deliver_threaded(alert, rendered, readers, metadata, on_progress, backend_path)
         else:

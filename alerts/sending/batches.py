@@ -75,6 +75,9 @@ class BatchOwner:
             return {"alert_id": self.alert_id}
         return {"digest_run_id": self.digest_run_id}
 
+    def __str__(self) -> str:
+        return f"alert {self.alert_id}" if self.alert_id is not None else f"digest run {self.digest_run_id}"
+
     @property
     def reserves_ledger(self) -> bool:
         """Whether the owner's ledger rows are reserved before sending (a digest's, so
@@ -318,7 +321,7 @@ def retry_or_give_up(batch: Batch, error: TransientSendError, *, subscriber_ids:
     else:
         delay = retry_delay(batch.attempts, error.retry_after)
     if at_most is not None:
-        # The alert fails over to the fallback provider then (or now): be there.
+        # The owner fails over to the fallback provider then (or now): be there.
         delay = _capped(min(delay, at_most))
     if not ledger.release(batch, error=str(error), delay=delay, timed_out=error.maybe_sent,
                           waiting=not error.rate_limited):

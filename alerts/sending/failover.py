@@ -6,14 +6,16 @@ between. Every transient failure of a primary call (`primary_failed`) returns ho
 that has been; any call that gets through (`primary_succeeded`) clears it. Once it has
 been failing for FAILOVER_AFTER_SECONDS (5xx, timeouts, network errors; 429s only
 after FAILOVER_AFTER_RATE_LIMITED_SECONDS, since a 429 means the provider is up and
-we are too fast for it), the alert of the batch that saw it goes over to the fallback
-(Alert.failover_at, set once) and the rest of its batches are sent there.
+we are too fast for it), the owner of the batch that saw it (its alert or digest run)
+goes over to the fallback (`fail_over_if_due`: Alert.failover_at or
+DigestRun.failover_at, set once by the owner's caller) and the rest of its batches
+are sent there.
 
-The decision is per alert, never a global switch: a new alert always tries the
-primary first, so the primary gets an alert back as soon as it answers again. While
-the record says the primary is down (an alert failed over in the last
+The decision is per owner, never a global switch: a new alert or digest run always
+tries the primary first, so the primary gets it back as soon as it answers again.
+While the record says the primary is down (an owner failed over in the last
 DOWN_REMEMBERED_SECONDS and nothing got through since), the first failure of a new
-alert's batch fails it over at once instead of waiting the whole delay again: that
+owner's batch fails it over at once instead of waiting the whole delay again: that
 one failed call is the probe.
 
 Failures are only "sustained" while they keep coming: a record whose last failure is
@@ -24,16 +26,20 @@ blip an hour ago does not count toward an outage now.
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Callable
 
 import redis
 from django.conf import settings
 
-from .throttle import _redis
+from .batches import BatchOwner, wake_waiting
+from .provider import TransientSendError, sending_profile
+from .throttle import _redis, account_key
 
 logger = logging.getLogger(__name__)
 
-# An alert failed over this recently, and no call has got through since: a new
-# alert's first failed call is enough to send it to the fallback too.
+# An alert or digest run failed over this recently, and no call has got through
+# since: a new one's first failed call is enough to send it to the fallback too.
 DOWN_REMEMBERED_SECONDS = 3600
 DOWN = 1e9  # "failing for ever": the primary is known to be down
 
@@ -64,9 +70,6 @@ def fallback_backend() -> str:
 
 
 def _key() -> str:
-    from .provider import sending_profile
-    from .throttle import account_key
-
     profile = sending_profile()
     return "stoppress:failover:" + account_key(profile.backend_path, profile.esp_name).rsplit(":", 1)[-1]
 
@@ -92,7 +95,7 @@ def primary_succeeded() -> None:
 
 
 def mark_down() -> None:
-    """An alert has failed over: new alerts' first failure fails them over at once."""
+    """An owner has failed over: new owners' first failure fails them over at once."""
     try:
         _redis().hset(_key(), "down", _redis().time()[0])
     except redis.RedisError:
@@ -100,12 +103,32 @@ def mark_down() -> None:
 
 
 def threshold(rate_limited: bool) -> float:
-    """How long the primary must fail before an alert goes to the fallback."""
+    """How long the primary must fail before an owner goes to the fallback."""
     return settings.FAILOVER_AFTER_RATE_LIMITED_SECONDS if rate_limited else settings.FAILOVER_AFTER_SECONDS
 
 
 def seconds_left(failing_for: float, rate_limited: bool) -> float:
-    """Seconds until an alert whose primary has failed for `failing_for` fails over (0:
+    """Seconds until an owner whose primary has failed for `failing_for` fails over (0:
     now). A failed batch retries no later than that, so that some batch is there to
     make the switch when it is due."""
     return max(threshold(rate_limited) - failing_for, 0.0)
+
+
+def fail_over_if_due(owner: BatchOwner, error: TransientSendError, *, switch: Callable[[], bool],
+                     task_name: str) -> float:
+    """The primary failed a batch of `owner`: once it has been failing for the failover
+    delay, send the rest of the owner through the fallback. `switch()` is the caller's
+    own conditional update of its alert or digest run (set failover_at if unset; True
+    if this call set it), so the engine never learns which it is; the first switch
+    marks the primary down and wakes every batch of the owner waiting for a retry
+    (`task_name` sends one). The most the failed batch's retry may wait: 0 once the
+    owner goes to the fallback, else until the failover is due."""
+    left = seconds_left(primary_failed(), error.rate_limited)
+    if left > 0:
+        return left + random.uniform(0.05, 0.5)
+    if switch():
+        logger.warning("%s: the primary provider has been failing (%s); the rest goes through %s",
+                       owner, error, fallback_backend())
+        mark_down()
+        wake_waiting(owner, task_name)
+    return 0.0

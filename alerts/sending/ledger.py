@@ -21,11 +21,12 @@ from django.db.models import Case, Count, F, Q, When
 from django.db.models.functions import Coalesce, Greatest, Now
 from django.utils import timezone
 
-from ..models import Alert, Batch, Delivery, Subscriber, Suppression
+from ..models import Alert, Batch, Delivery, DigestRun, Subscriber, Suppression
 
 ALERT = Alert._meta.db_table
 BATCH = Batch._meta.db_table
 DELIVERY = Delivery._meta.db_table
+DIGEST_RUN = DigestRun._meta.db_table
 SUPPRESSION = Suppression._meta.db_table
 
 
@@ -150,7 +151,8 @@ def claim(batch_id: int, *, lease: timedelta, task_id: str = "") -> Batch | None
     """Take the batch for `lease` (from the database's clock): a pending batch that is
     due, one whose lease has run out, or one held by this very task (Celery redelivers
     a task only when its worker died, so its claim is taken back at once). The claimed
-    Batch, with `alert_status` and `alert_updated_at` of its alert, or None.
+    Batch, with `alert_status` and `alert_updated_at` of its alert and
+    `owner_failover_at` (its alert's or digest run's failover_at), or None.
 
     Every claim adds one to `attempts`, the claim's fence; taking a batch that was
     still SENDING adds one to `takeovers`.
@@ -169,7 +171,9 @@ def claim(batch_id: int, *, lease: timedelta, task_id: str = "") -> Batch | None
         "  OR (status = %s AND (lease_expires_at < statement_timestamp() OR (claimed_by = %s AND %s <> '')))"
         f") RETURNING *, (SELECT status FROM {ALERT} WHERE id = alert_id) AS alert_status,"
         f" (SELECT updated_at FROM {ALERT} WHERE id = alert_id) AS alert_updated_at,"
-        f" (SELECT failover_at FROM {ALERT} WHERE id = alert_id) AS alert_failover_at",
+        " CASE WHEN alert_id IS NOT NULL"
+        f"  THEN (SELECT failover_at FROM {ALERT} WHERE id = alert_id)"
+        f"  ELSE (SELECT failover_at FROM {DIGEST_RUN} WHERE id = digest_run_id) END AS owner_failover_at",
         [Batch.Status.SENDING, Batch.Status.SENDING, task_id, lease.total_seconds(), batch_id,
          Batch.Status.PENDING, Batch.Status.SENDING, task_id, task_id],
     ))
@@ -178,7 +182,7 @@ def claim(batch_id: int, *, lease: timedelta, task_id: str = "") -> Batch | None
 
 def claim_portable(batch_id: int, *, lease: timedelta, task_id: str = "") -> Batch | None:
     """claim's twin, the ORM's reading of it: a conditional update, then reads (three
-    round trips). SQLite runs it; tests hold the two to the same rows."""
+    round trips; a digest batch's, four). SQLite runs it; tests hold the two to the same rows."""
     now = Now()
     pending_and_due = Q(status=Batch.Status.PENDING) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     lapsed = Q(status=Batch.Status.SENDING) & Q(lease_expires_at__lt=now)
@@ -194,7 +198,11 @@ def claim_portable(batch_id: int, *, lease: timedelta, task_id: str = "") -> Bat
     batch = Batch.objects.get(pk=batch_id)
     alert = Alert.objects.filter(pk=batch.alert_id).values("status", "updated_at", "failover_at").first() or {}
     batch.alert_status, batch.alert_updated_at = alert.get("status"), alert.get("updated_at")
-    batch.alert_failover_at = alert.get("failover_at")
+    if batch.alert_id is not None:
+        batch.owner_failover_at = alert.get("failover_at")
+    else:
+        batch.owner_failover_at = DigestRun.objects.filter(pk=batch.digest_run_id).values_list(
+            "failover_at", flat=True).first()
     return batch
 
 

@@ -25,13 +25,13 @@ from django.core.mail import get_connection
 
 from ..common.cache import ProcessCache
 from ..common.tokens import link_tokens
-from ..emails import RenderedAlert, personalise, personalised_copy, subscriber_links
+from ..emails import RenderedAlert, personalise, personalised_copy, subscriber_links, subscriber_links_maker
 from ..models import Delivery
 from . import throttle
 from .anymail_batch import BatchMessage, backend_class
 from .ledger import Outcome, outcomes
 from .profiles import MERGED, PROVIDER, ProviderProfile, profile_for
-from .smtp import MessageTemplate, open_smtp
+from .smtp import ClosedBeforeSending, MessageTemplate, open_smtp, send_each
 from .smtp import pool as smtp_pool
 
 logger = logging.getLogger(__name__)
@@ -174,17 +174,22 @@ def _esp_connection(path: str, options: dict | None = None):
 def _open_connection(path: str, options: dict):
     # The profile's options (Postmark's bulk API) are backend keyword settings, which
     # anymail reads before ANYMAIL's: an operator need not set them.
-    connection = backend_class(path)(fail_silently=False, **options)
+    connection = _without_own_retries(backend_class(path)(fail_silently=False, **options))
+    connection.open()
+    _read_environment_once(connection)
+    return connection
+
+
+def _without_own_retries(connection):
+    """The backend, before it is opened, with boto3's retries off: boto3 (Amazon SES)
+    retries a 5xx or 429 itself, for seconds, inside one call; the batch engine retries
+    instead, with the send rate and failover in view."""
     client_params = getattr(connection, "client_params", None)
     if isinstance(client_params, dict) and "config" in client_params:
-        # boto3 (Amazon SES) retries a 5xx or 429 itself, for seconds, inside one call:
-        # the batch engine retries instead, with the send rate and failover in view.
         from botocore.config import Config
 
         client_params["config"] = client_params["config"].merge(Config(retries={"total_max_attempts": 1,
                                                                               "mode": "standard"}))
-    connection.open()
-    _read_environment_once(connection)
     return connection
 
 
@@ -461,34 +466,36 @@ def _send_each(rendered: RenderedAlert, recipients, profile: SendingProfile, on_
 
 
 def _smtp_sender(template: MessageTemplate, make_token):
+    make_links = subscriber_links_maker()
+
+    def copies(share):
+        for subscriber_id, email in share:
+            message_id, data = template.render(subscriber_id, email, make_links(make_token(subscriber_id)))
+            yield (subscriber_id, message_id), email, data
+
     def send_share(share):
         results: list[Outcome] = []
         try:
             connection, reused = smtp_pool.take()
         except (smtplib.SMTPException, OSError) as error:
             return results, TransientSendError(f"SMTP connection failed: {error}"[:1000])
+
+        def send_over(connection):
+            for (subscriber_id, message_id), reply in send_each(connection, template.envelope_from, copies(share)):
+                results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id) if reply.accepted
+                               else Outcome(subscriber_id, Delivery.Status.FAILED, "", str(reply)[:400]))
+
         try:
-            for subscriber_id, email in share:
-                message_id, data = template.render(subscriber_id, email, subscriber_links(make_token(subscriber_id)))
-                try:
-                    connection.sendmail(template.envelope_from, [email], data)
-                except smtplib.SMTPServerDisconnected:
-                    if not (reused and not results):
-                        raise
-                    # Closed by the server while idle, before this batch sent anything
-                    # over it: open a fresh one and send this message there.
-                    smtp_pool.discard(connection)
-                    connection, reused = open_smtp(), False
-                    connection.sendmail(template.envelope_from, [email], data)
-                except smtplib.SMTPRecipientsRefused as error:
-                    results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
-                    continue
-                except smtplib.SMTPResponseException as error:
-                    if error.smtp_code < 500:
-                        raise
-                    results.append(Outcome(subscriber_id, Delivery.Status.FAILED, "", str(error)[:400]))
-                    continue
-                results.append(Outcome(subscriber_id, Delivery.Status.SENT, message_id))
+            try:
+                send_over(connection)
+            except ClosedBeforeSending:
+                if not reused:
+                    raise
+                # Closed by the server while idle, before any message went over it:
+                # open a fresh one and send the share there.
+                smtp_pool.discard(connection)
+                connection = open_smtp()
+                send_over(connection)
         except (smtplib.SMTPException, OSError) as error:
             smtp_pool.discard(connection)
             return results, TransientSendError(str(error)[:1000])
@@ -506,8 +513,9 @@ def _thread_connection(profile: SendingProfile):
         cache = _local.backends = {}
     key = _connection_key(profile.backend_path)
     if key not in cache:
-        cache[key] = get_connection(profile.backend_path, fail_silently=False)
+        cache[key] = _without_own_retries(get_connection(profile.backend_path, fail_silently=False))
         cache[key].open()
+        _read_environment_once(cache[key])
     return cache[key]
 
 

@@ -29,9 +29,8 @@ from django.db import transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from ..common.consent import Action, Purpose
 from ..common.queueing import nudge, nudged
-from ..models import ConsentEvent, ConsentRequest, Subscriber, Suppression
+from ..models import ConsentRequest, Subscriber, Suppression
 from ..outbox.services import outbox_confirmations, outbox_send_now
 from . import services, sql
 
@@ -44,16 +43,18 @@ DRAIN_BATCH = 500
 # A drain that keeps finding full batches hands over to a fresh message after this
 # long, so that one task never holds a worker process for minutes.
 DRAIN_BUDGET_SECONDS = 20.0
-# A signup sets the nudge key in the round trip that counts its rate limit, just
-# before its INSERT commits; a drain that started in between has not seen that row.
-# So a drain that found work looks once more after this pause (far longer than one
-# INSERT), and the sweeper is the last resort.
-STRAGGLER_PAUSE = 0.2
 
 
 def consent_requests_drain() -> int:
     """Process every unprocessed request, batch by batch, until none is left or the
     time budget is spent (then queue the next drain). Returns how many were processed.
+
+    A drain that found work queues one more, DRAIN_GATHER_SECONDS later: a signup sets
+    the nudge key in the round trip that counts its rate limit, just before its INSERT
+    commits, so a drain that started in between has not seen that row and nobody else
+    will queue one for it; the next drain does (and takes what arrived meanwhile). The
+    sweeper is the last resort. Under a spike that makes the drain a steady pulse,
+    and it ends with the first drain that finds nothing.
 
     Safe to run twice, or side by side: each batch is locked with SKIP LOCKED and
     marked processed in the transaction that applies it; a drain that dies rolls its
@@ -69,8 +70,7 @@ def consent_requests_drain() -> int:
             nudge(services.DRAIN_TASK)
             return total
     if total:
-        time.sleep(STRAGGLER_PAUSE)
-        total += _drain_batch()
+        nudge(services.DRAIN_TASK, gather=services.DRAIN_GATHER_SECONDS)
     return total
 
 
@@ -90,9 +90,9 @@ def consent_requests_apply(*, request_ids: list[int]) -> int:
     with transaction.atomic():
         requests = list(ConsentRequest.objects.select_for_update()
                         .filter(pk__in=request_ids, processed_at__isnull=True).order_by("created_at"))
-        rows = outbox_confirmations(_apply(requests), nudge_sender=False) if requests else []
-    outbox_send_now(row_ids=[row.pk for row in rows])
-    return len(rows)
+        row_ids = outbox_confirmations(_apply(requests), nudge_sender=False) if requests else []
+    outbox_send_now(row_ids=row_ids)
+    return len(row_ids)
 
 
 def _apply(requests: list[ConsentRequest]) -> list[ConsentRequest]:
@@ -101,7 +101,7 @@ def _apply(requests: list[ConsentRequest]) -> list[ConsentRequest]:
     now = timezone.now()
     blocked = _suppressions({request.email_hmac for request in requests})
     readers = _lock_or_create([r for r in requests if r.subscriber_id is None and _may_sign_up(r, blocked)])
-    due, events, changed = [], [], {}
+    due, asked, changed = [], [], {}
     for request in requests:
         request.processed_at = now
         if request.subscriber_id is not None:
@@ -117,7 +117,7 @@ def _apply(requests: list[ConsentRequest]) -> list[ConsentRequest]:
         if reader.status == Subscriber.Status.UNSUBSCRIBED:
             reader.status, reader.created_at = Subscriber.Status.PENDING, now
             changed[reader.pk] = reader
-        events += _requested(request, reader)
+        asked.append(request)
         if settings.DOUBLE_OPT_IN or request.email_hmac in blocked:
             due.append(request)
         else:
@@ -125,8 +125,8 @@ def _apply(requests: list[ConsentRequest]) -> list[ConsentRequest]:
             reader.save(update_fields=["status", "created_at"])
             services._grant(request, reader, source=request.source, meta=services._meta_of(request))
     Subscriber.objects.bulk_update(list(changed.values()), ["status", "created_at"])
-    ConsentEvent.objects.bulk_create(events)
     sql.mark_processed(requests, at=now)
+    sql.insert_requested_events(asked, at=now)  # from the rows just marked with their reader
     return due
 
 
@@ -148,24 +148,7 @@ def _lock_or_create(requests: list[ConsentRequest]) -> dict[str, Subscriber]:
     holding the same row."""
     if not requests:
         return {}
-    first = {}
-    for request in requests:
-        first.setdefault(request.email.lower(), request)
-    Subscriber.objects.bulk_create([
-        Subscriber(email=r.email, email_hmac=r.email_hmac, source=r.source, time_zone=r.time_zone,
-                   signup_page=r.signup_page, signup_referrer=r.signup_referrer, utm_source=r.utm_source,
-                   utm_medium=r.utm_medium, utm_campaign=r.utm_campaign)
-        for r in first.values()], ignore_conflicts=True)
+    sql.create_subscribers(requests)
     readers = (Subscriber.objects.select_for_update().alias(email_lower=Lower("email"))
-               .filter(email_lower__in=list(first)).order_by("pk"))
+               .filter(email_lower__in={r.email.lower() for r in requests}).order_by("pk"))
     return {reader.email.lower(): reader for reader in readers}
-
-
-def _requested(request: ConsentRequest, reader: Subscriber) -> list[ConsentEvent]:
-    """The "requested" consent events of a request, pointing at the texts the reader
-    was shown when they asked (already reduced as CONSENT_NETWORK_DATA says)."""
-    shown = {Purpose.ALERTS: request.wording_id, Purpose.MARKETING: request.marketing_wording_id}
-    return [ConsentEvent(subscriber=reader, purpose=purpose, action=Action.REQUESTED, source=request.source,
-                         wording_id=shown[purpose], privacy_notice_id=request.privacy_notice_id,
-                         ip_address=request.ip_address, user_agent=request.user_agent)
-            for purpose in request.purposes]

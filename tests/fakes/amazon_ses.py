@@ -9,7 +9,10 @@ signed with AWS Signature Version 4), for the endpoints bulk sending uses:
   {ToAddresses}, ReplacementEmailContent: {ReplacementTemplate: {ReplacementTemplateData}},
   ReplacementHeaders: [{Name, Value}]}]}, at most 50 entries; each entry's copy is the
   stored template with its data filled in ({{name}}, as SES's templates do) and its
-  replacement headers; answers {BulkEmailEntryResults: [{Status, MessageId}]}.
+  replacement headers; answers {BulkEmailEntryResults: [{Status, MessageId}]};
+- ``POST /v2/email/outbound-emails``: SendEmail {FromEmailAddress, Destination:
+  {ToAddresses}, Content: {Raw: {Data}}}, one message as raw MIME (base64, as boto3
+  sends a blob), which is what anymail sends without a template; answers {MessageId}.
 
 Errors as SES gives them: the type in ``x-amzn-ErrorType`` and {"message"}. Only the
 signature's access key is checked (``Credential=<key>/...``). Faults and the command
@@ -18,6 +21,9 @@ line as every fake's (tests/fakes/esp.py).
 
 from __future__ import annotations
 
+import base64
+import email
+import email.policy
 import json
 import re
 import sys
@@ -33,6 +39,7 @@ ERROR_TYPES = {400: "BadRequestException", 404: "NotFoundException", 401: "Unrec
                503: "ServiceUnavailable"}
 TEMPLATES_PATH = "/v2/email/templates"
 BULK_PATH = "/v2/email/outbound-bulk-emails"
+SEND_PATH = "/v2/email/outbound-emails"
 
 
 class FakeAmazonSES(FakeESP):
@@ -49,7 +56,7 @@ class FakeAmazonSES(FakeESP):
         return f"Credential={self.api_key}/" in headers.get("authorization", "")
 
     def accepts(self, method, path):
-        return (method == "POST" and path in (TEMPLATES_PATH, BULK_PATH)
+        return (method == "POST" and path in (TEMPLATES_PATH, BULK_PATH, SEND_PATH)
                 or method == "DELETE" and path.startswith(TEMPLATES_PATH + "/"))
 
     def error(self, status, message, kind=None):
@@ -77,6 +84,8 @@ class FakeAmazonSES(FakeESP):
 
     def parse(self, method, path, headers, body, call_id):
         data = json.loads(body)
+        if path == SEND_PATH:
+            return _parse_raw(data, call_id)
         template = data["DefaultContent"]["Template"]
         content = self.templates.get(template["TemplateName"])
         if content is None:
@@ -100,6 +109,20 @@ class FakeAmazonSES(FakeESP):
                     message_id=message_id, call_id=call_id))
             results.append({"Status": "SUCCESS", "MessageId": message_id})
         return Parsed(messages, 200, {"BulkEmailEntryResults": results})
+
+
+def _parse_raw(data: dict, call_id: str) -> Parsed:
+    """One SendEmail of a raw MIME message: delivered to each destination address."""
+    mime = email.message_from_bytes(base64.b64decode(data["Content"]["Raw"]["Data"]), policy=email.policy.default)
+    text, html = (mime.get_body(preferencelist=(kind,)) for kind in ("plain", "html"))
+    message_id = f"0100{uuid.uuid4().hex}-000000"
+    mime_headers = {name: str(value) for name, value in mime.items()}
+    messages = [Delivered(
+        recipient=re.sub(r"^.*<([^>]+)>$", r"\1", to), subject=str(mime["Subject"] or ""),
+        text=text.get_content() if text else "", html=html.get_content() if html else "",
+        headers=mime_headers, metadata=json.loads(mime_headers.get("X-Metadata", "{}")),
+        message_id=message_id, call_id=call_id) for to in data["Destination"]["ToAddresses"]]
+    return Parsed(messages, 200, {"MessageId": message_id})
 
 
 def _fill(text: str, values: dict) -> str:

@@ -85,7 +85,17 @@ class _Handler:
     ) -> list[str]:
         session.host_name = hostname
         self._sink._saw_session(session)
+        if self._sink.pipelining:
+            responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if address.lower() in self._sink.refuse_recipients:
+            return self._sink.refuse_recipient_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(
         self, server: SMTP, session: Session, envelope: Envelope
@@ -108,9 +118,12 @@ class FakeSMTP:
         *,
         record_path: str | os.PathLike[str] | None = None,
         keep_messages: bool = True,
+        pipelining: bool = False,
     ) -> None:
         """
         port: 0 picks a free port.
+        pipelining: advertise PIPELINING (RFC 2920) in the EHLO reply; aiosmtpd reads
+          commands from a stream, so it takes pipelined ones as they come.
         record_path: append "<rcpt>\\n" per recipient of each accepted message.
         keep_messages: keep message bytes in memory; turn off for big benchmarks.
         """
@@ -129,6 +142,10 @@ class FakeSMTP:
         # Accept this many messages in all, then answer every DATA with 421 (a
         # server that falls over part-way through a batch); None: accept all.
         self.refuse_after: int | None = None
+        self.pipelining = pipelining
+        # RCPT TO for these (lowercased) is answered with refuse_recipient_reply.
+        self.refuse_recipients: set[str] = set()
+        self.refuse_recipient_reply = "550 5.1.1 No such user here"
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 from anymail.backends.mailgun import EmailBackend as MailgunBackend
-from django.conf import settings as django_settings
 from django.utils import timezone
 
 from alerts.models import Alert, Batch, Delivery
@@ -20,35 +18,15 @@ from alerts.sending.batches import MAYBE_TWICE, RetryLater
 from alerts.sending.provider import provider_label
 from tests.factories import make_subscriber
 from tests.fakes.mailjet import FakeMailjet
-from tests.fakes.sendgrid import FakeSendGrid
-from tests.helpers import Worker, publish_and_cut, send_all, worker_env
+from tests.helpers import SENDGRID, Worker, fallback_env, publish_and_cut, send_all, use_fallback, worker_env
 from tests.publishing.test_end_to_end import AUDIENCE, new_alert, seed, wait_for_finish
 
-SENDGRID = "anymail.backends.sendgrid.EmailBackend"
+# The primary's health record is shared through Redis: each test starts afresh.
+pytestmark = pytest.mark.usefixtures("clean_failover_record")
 
 
 class MailgunTwin(MailgunBackend):
     """A second Mailgun account's backend, as a newsroom might configure one."""
-
-
-@pytest.fixture(autouse=True)
-def clean_failover_record():
-    """The primary's health record is shared through Redis: each test starts afresh."""
-    client = redis.Redis.from_url(django_settings.CACHE_REDIS_URL)
-
-    def clear():
-        for key in client.scan_iter("stoppress:failover:*"):
-            client.delete(key)
-
-    clear()
-    yield
-    clear()
-
-
-@pytest.fixture
-def fake_sendgrid():
-    with FakeSendGrid() as fake:
-        yield fake
 
 
 # --- The primary's health record -------------------------------------------------------
@@ -136,8 +114,7 @@ def test_without_a_fallback_a_failing_primary_is_retried_as_before(alert, mailgu
 def failover_worker(transactional_db, fake_mailgun, fake_sendgrid, broker_redis, tmp_path):
     broker_redis.flushdb()
     fake_mailgun.reset()
-    env = worker_env(fake_mailgun, EMAIL_BACKEND_FALLBACK=SENDGRID, SENDGRID_API_KEY=fake_sendgrid.api_key,
-                     SENDGRID_API_URL=fake_sendgrid.api_url, FAILOVER_AFTER_SECONDS="2")
+    env = worker_env(fake_mailgun, **fallback_env(fake_sendgrid))
     worker = Worker(env, tmp_path / "worker.log").start()
     yield worker
     worker.stop()
@@ -192,9 +169,7 @@ def test_primary_failing_after_30_percent_the_rest_goes_through_the_fallback_eac
 @pytest.mark.django_db
 def test_the_progress_page_says_which_provider_sent_how_many(client, publisher, alert, mailgun, settings,
                                                             fake_sendgrid):
-    settings.EMAIL_BACKEND_FALLBACK = SENDGRID
-    settings.ANYMAIL = {**settings.ANYMAIL, "SENDGRID_API_KEY": fake_sendgrid.api_key,
-                        "SENDGRID_API_URL": fake_sendgrid.api_url}
+    use_fallback(settings, fake_sendgrid)
     for i in range(5):
         make_subscriber(f"r{i}@example.com")
     first, second = publish_and_cut(alert, batch_size=3, settings=settings)

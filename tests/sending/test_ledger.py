@@ -176,6 +176,27 @@ def test_claim_takes_the_same_batches_as_its_twin(batch, state):
         assert returned[6] == Alert.Status.SENDING
 
 
+@pytest.mark.parametrize("owner", ["alert", "digest run"])
+@pytest.mark.parametrize("failed_over", [False, True])
+def test_claim_reads_its_owners_failover_decision_as_its_twin_does(sending_alert, readers, owner, failed_over):
+    when = timezone.now() if failed_over else None
+    if owner == "alert":
+        Alert.objects.filter(pk=sending_alert.pk).update(failover_at=when)
+        fields = {"alert": sending_alert}
+    else:
+        # An alert failed over meanwhile says nothing about the run.
+        Alert.objects.filter(pk=sending_alert.pk).update(failover_at=timezone.now())
+        fields = {"digest_run": DigestRun.objects.create(frequency="daily", period_key="daily:2026-12-01",
+                                                         time_zone="UTC", failover_at=when)}
+    batch = Batch.objects.create(**fields, first_subscriber_id=readers[0].pk, last_subscriber_id=readers[-1].pk)
+
+    def outcome(claim):
+        return lambda: claim(batch.pk, lease=timedelta(seconds=30)).owner_failover_at
+
+    returned, _ = same_both_ways(outcome(ledger.claim), outcome(ledger.claim_portable))
+    assert (returned is not None) == failed_over
+
+
 def test_the_recipients_of_a_range_are_the_unsuppressed_members_both_ways(readers):
     members = Subscriber.objects.filter(status=Subscriber.Status.CONFIRMED)
     sql, params = members.order_by().values_list("pk", "email", "email_hmac").query.sql_with_params()

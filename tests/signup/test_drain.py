@@ -4,7 +4,7 @@ their confirmation emails recorded in the outbox; and the nudge that queues it."
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from alerts.common.consent import RequestMeta
@@ -12,7 +12,7 @@ from alerts.common.queueing import nudge, nudge_key
 from alerts.common.redis_cache import raw_client
 from alerts.models import ConsentEvent, ConsentRequest, OutboxEmail, Subscriber
 from alerts.signup import drain
-from alerts.signup.services import DRAIN_TASK, signup_request
+from alerts.signup.services import DRAIN_GATHER_SECONDS, DRAIN_TASK, signup_request
 from tests.factories import make_subscriber
 
 pytestmark = pytest.mark.django_db
@@ -55,6 +55,55 @@ def test_a_drain_over_a_full_batch_takes_the_next_one_in_the_same_task(monkeypat
     assert OutboxEmail.objects.count() == 7
 
 
+class RolledBack(Exception):
+    pass
+
+
+def drained_rows(vendor: str, monkeypatch) -> dict:
+    """Sign up readers in every state, drain with the raw statements (postgresql) or
+    their portable twins, and return what the drain left, then roll it all back."""
+    from alerts.common.addresses import email_hmac
+    from alerts.models import Suppression
+    from alerts.signup.origin import SignupOrigin
+
+    found: dict = {}
+    try:
+        with transaction.atomic():
+            make_subscriber("confirmed@example.com")
+            make_subscriber("gone@example.com", status=Subscriber.Status.UNSUBSCRIBED)
+            Suppression.objects.create(email_hmac=email_hmac("bounced@example.com"), reason="bounce")
+            origin = SignupOrigin(page="https://news.example.com/a/1", utm_source="app", utm_campaign="storm")
+            for email, marketing in (("new@example.com", True), ("New@example.com", False),
+                                     ("confirmed@example.com", True), ("gone@example.com", False),
+                                     ("bounced@example.com", False), ("other@example.com", False)):
+                signup_request(email=email, marketing=marketing, source="api", origin=origin,
+                               meta=RequestMeta(ip="203.0.113.7", user_agent="Mozilla/5.0"), timezone_name="Europe/Paris")
+            with monkeypatch.context() as patch:
+                patch.setattr(connection, "vendor", vendor)
+                drain.consent_requests_drain()
+            found["subscribers"] = sorted(Subscriber.objects.values_list(
+                "email", "status", "source", "time_zone", "signup_page", "utm_source", "utm_campaign"))
+            found["events"] = sorted(ConsentEvent.objects.values_list(
+                "subscriber__email", "purpose", "action", "source", "wording_id", "privacy_notice_id", "ip_address",
+                "user_agent"))
+            found["outbox"] = sorted(OutboxEmail.objects.values_list(
+                "kind", "address", "subscriber__email", "request__email", "status", "attempts"))
+            found["unprocessed"] = ConsentRequest.objects.filter(processed_at__isnull=True).count()
+            raise RolledBack
+    except RolledBack:
+        return found
+
+
+def test_the_drains_raw_inserts_leave_the_same_rows_as_their_portable_twins(monkeypatch):
+    raw, portable = drained_rows("postgresql", monkeypatch), drained_rows("portable", monkeypatch)
+    assert raw == portable
+    assert len(raw["subscribers"]) == 4  # new (both spellings), confirmed, back from unsubscribed, other
+    assert ("new@example.com", "marketing") in {event[:2] for event in raw["events"]}
+    assert [row[1] for row in raw["outbox"]] == ["New@example.com", "gone@example.com", "new@example.com",
+                                                 "other@example.com"]
+    assert raw["unprocessed"] == 0
+
+
 def test_where_the_signup_came_from_is_kept_with_the_reader():
     from alerts.signup.origin import SignupOrigin
 
@@ -80,10 +129,30 @@ def test_a_nudge_queues_one_drain_until_that_drain_starts(monkeypatch):
     assert len(queued) == 2
 
 
-def test_a_drain_looks_once_more_for_a_signup_that_committed_just_after_its_read(monkeypatch):
+def test_a_drain_that_found_work_queues_one_more_which_finds_a_signup_that_committed_just_after_its_read(
+        monkeypatch):
     # The signup's nudge key is set before its INSERT commits, so a drain may read
-    # just before the row exists: its second look, after a short pause, finds it.
+    # just before the row exists, and that signup queued nothing (the key was set):
+    # the drain queues a follow-up, a little later, which finds it.
+    from celery import current_app
+
+    queued = []
+    monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "apply_async", lambda **kw: queued.append(kw))
+    raw_client().delete(nudge_key(DRAIN_TASK))
     sign_up("first@example.com")
-    monkeypatch.setattr(drain.time, "sleep", lambda seconds: sign_up("late@example.com"))
-    assert drain.consent_requests_drain() == 2
+    assert drain.consent_requests_drain() == 1
+    sign_up("late@example.com", drain_nudge=False)  # its nudge found the key set
+    assert queued == [{"kwargs": {}, "countdown": DRAIN_GATHER_SECONDS}]
+    assert drain.consent_requests_drain() == 1  # the follow-up
     assert not ConsentRequest.objects.filter(processed_at__isnull=True).exists()
+    assert len(queued) == 2  # it found work too, so one more; the one after finds none
+
+
+def test_a_drain_that_found_nothing_queues_nothing(monkeypatch):
+    from celery import current_app
+
+    queued = []
+    monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "apply_async", lambda **kw: queued.append(kw))
+    raw_client().delete(nudge_key(DRAIN_TASK))
+    assert drain.consent_requests_drain() == 0
+    assert queued == []
