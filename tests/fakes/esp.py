@@ -86,6 +86,43 @@ def substitute(text: str, pattern: re.Pattern[str], values: dict[str, Any]) -> s
     return pattern.sub(lambda m: str(values.get(m[1].strip(), "")), text) if text else text
 
 
+class Template:
+    """A subject or body whose merge fields are found once per call: filling it for each
+    reader is then one join of the pieces between the fields, instead of a pass of the
+    pattern (or of str.replace) over the whole body per reader and part, which was most
+    of the fakes' CPU for a 1,000-reader call. `fill(values)` gives what `substitute`
+    gives. `pattern` has one group, the field's name; with `keep_unknown` (literal keys,
+    the group being the whole field) a field without a value stays as it was."""
+
+    __slots__ = ("_pieces", "_fields", "_keep")
+
+    def __init__(self, text: str, pattern: re.Pattern[str] | None, *, keep_unknown: bool = False) -> None:
+        self._pieces = pattern.split(text) if text and pattern else [text]
+        # split() puts each field's name at the odd positions, the text around it at the even ones.
+        self._fields = [(i, self._pieces[i].strip()) for i in range(1, len(self._pieces), 2)]
+        self._keep = keep_unknown
+
+    def fill(self, values: dict[str, Any]) -> str:
+        if not self._fields:
+            return self._pieces[0]
+        pieces = self._pieces.copy()
+        for i, name in self._fields:
+            value = values.get(name, _UNSET)
+            pieces[i] = (pieces[i] if self._keep else "") if value is _UNSET else str(value)
+        return "".join(pieces)
+
+
+_UNSET = object()
+
+
+def literal_pattern(keys: set[str]) -> re.Pattern[str] | None:
+    """A pattern matching any of `keys` literally (the longest first), for providers
+    whose substitutions are plain strings (SendGrid's); None for no keys."""
+    if not keys:
+        return None
+    return re.compile("(" + "|".join(re.escape(k) for k in sorted(keys, key=len, reverse=True)) + ")")
+
+
 def lower_keys(headers: dict[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 

@@ -17,7 +17,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 
-from tests.fakes.esp import BadRequest, Delivered, FakeESP, Parsed, _json, main, substitute
+from tests.fakes.esp import BadRequest, Delivered, FakeESP, Parsed, Template, _json, main
 
 FIELD = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 
@@ -53,14 +53,14 @@ class FakePostmark(FakeESP):
         if not data.get("Messages"):
             raise BadRequest("Messages is required")
         messages = []
+        subject, text, html = (Template(data.get(part, ""), FIELD) for part in ("Subject", "TextBody", "HtmlBody"))
+        base_headers, base_metadata = _headers(data.get("Headers")), data.get("Metadata", {})
         for entry in data["Messages"]:
             model = entry.get("TemplateModel", {})
-            metadata = {**data.get("Metadata", {}), **entry.get("Metadata", {})}
+            metadata = {**base_metadata, **entry.get("Metadata", {})}
             messages.append(Delivered(
-                recipient=entry["To"], subject=substitute(data.get("Subject", ""), FIELD, model),
-                text=substitute(data.get("TextBody", ""), FIELD, model),
-                html=substitute(data.get("HtmlBody", ""), FIELD, model),
-                headers={**_headers(data.get("Headers")), **_headers(entry.get("Headers"))},
+                recipient=entry["To"], subject=subject.fill(model), text=text.fill(model), html=html.fill(model),
+                headers={**base_headers, **_headers(entry.get("Headers"))},
                 metadata=metadata, message_id=metadata.get("anymail_id", ""), call_id=call_id))
         return Parsed(messages, 200, {"ID": str(uuid.uuid4()), "Status": "Accepted",
                                       "SubmittedAt": datetime.now(UTC).isoformat(), "PercentageCompleted": 0})

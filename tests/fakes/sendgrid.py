@@ -14,7 +14,7 @@ import json
 import sys
 import uuid
 
-from tests.fakes.esp import BadRequest, Delivered, FakeESP, Parsed, _json, main
+from tests.fakes.esp import BadRequest, Delivered, FakeESP, Parsed, Template, _json, literal_pattern, main
 
 MAX_PERSONALIZATIONS = 1000
 
@@ -40,21 +40,20 @@ class FakeSendGrid(FakeESP):
             raise BadRequest("subject and content are required")
         messages = []
         x_message_id = uuid.uuid4().hex[:22]
-        for personalization in data["personalizations"]:
+        personalizations = data["personalizations"]
+        keys = literal_pattern({key for p in personalizations for key in p.get("substitutions", {})})
+        subject, text, html = (Template(part, keys, keep_unknown=True) for part in
+                               (data["subject"], content.get("text/plain", ""), content.get("text/html", "")))
+        base_headers, base_args = data.get("headers", {}), data.get("custom_args", {})
+        for personalization in personalizations:
             subs = personalization.get("substitutions", {})
-
-            def fill(text, subs=subs):
-                for key, value in subs.items():
-                    text = text.replace(key, value)
-                return text
-
-            args = {**data.get("custom_args", {}), **personalization.get("custom_args", {})}
+            args = {**base_args, **personalization.get("custom_args", {})}
+            headers = {**base_headers, **personalization.get("headers", {})}
             for to in personalization["to"]:
                 messages.append(Delivered(
-                    recipient=to["email"], subject=fill(data["subject"]),
-                    text=fill(content.get("text/plain", "")), html=fill(content.get("text/html", "")),
-                    headers={**data.get("headers", {}), **personalization.get("headers", {})},
-                    metadata=args, message_id=args.get("anymail_id", x_message_id), call_id=call_id))
+                    recipient=to["email"], subject=subject.fill(subs), text=text.fill(subs), html=html.fill(subs),
+                    headers=headers, metadata=args, message_id=args.get("anymail_id", x_message_id),
+                    call_id=call_id))
         return Parsed(messages, 202, None, {"X-Message-Id": x_message_id})
 
 

@@ -15,7 +15,7 @@ import json
 import re
 import sys
 
-from tests.fakes.esp import Delivered, FakeESP, Parsed, _json, main, substitute
+from tests.fakes.esp import Delivered, FakeESP, Parsed, Template, _json, main
 
 FIELD = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
@@ -41,13 +41,15 @@ class FakeSparkPost(FakeESP):
         self._next_transmission += 1
         transmission = str(self._next_transmission)
         messages = []
+        subject, text, html = (Template(content.get(part, ""), FIELD) for part in ("subject", "text", "html"))
+        headers = {k: Template(v, FIELD) for k, v in content.get("headers", {}).items()}
+        base_values, base_metadata = data.get("substitution_data", {}), data.get("metadata", {})
         for recipient in data["recipients"]:
-            values = {**data.get("substitution_data", {}), **recipient.get("substitution_data", {})}
+            values = {**base_values, **recipient.get("substitution_data", {})}
             messages.append(Delivered(
-                recipient["address"]["email"], substitute(content.get("subject", ""), FIELD, values),
-                substitute(content.get("text", ""), FIELD, values), substitute(content.get("html", ""), FIELD, values),
-                {k: substitute(v, FIELD, values) for k, v in content.get("headers", {}).items()},
-                {**data.get("metadata", {}), **recipient.get("metadata", {})}, transmission, call_id))
+                recipient["address"]["email"], subject.fill(values), text.fill(values), html.fill(values),
+                {k: v.fill(values) for k, v in headers.items()},
+                {**base_metadata, **recipient.get("metadata", {})}, transmission, call_id))
         return Parsed(messages, 200, {"results": {"total_rejected_recipients": 0,
                                                   "total_accepted_recipients": len(messages), "id": transmission}})
 

@@ -15,7 +15,7 @@ import re
 import sys
 import uuid
 
-from tests.fakes.esp import BadRequest, Delivered, FakeESP, Parsed, _json, main, substitute
+from tests.fakes.esp import BadRequest, Delivered, FakeESP, Parsed, Template, _json, main, substitute
 
 FIELD = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
@@ -40,15 +40,17 @@ class FakeUnisenderGo(FakeESP):
             raise BadRequest("too many recipients")
         job_id = uuid.uuid4().hex[:16]
         messages = []
+        body_ = message.get("body", {})
+        subject = Template(message.get("subject", ""), FIELD)
+        text, html = (Template(body_.get(part, ""), FIELD) for part in ("plaintext", "html"))
+        base_values, base_metadata = message.get("global_substitutions", {}), message.get("global_metadata", {})
         for recipient in message["recipients"]:
-            values = {**message.get("global_substitutions", {}), **recipient.get("substitutions", {})}
+            values = {**base_values, **recipient.get("substitutions", {})}
             hdrs = {k: substitute(v, FIELD, values) if k.lower() == "list-unsubscribe" else v
                     for k, v in message.get("headers", {}).items()}
-            metadata = {**message.get("global_metadata", {}), **recipient.get("metadata", {})}
-            body_ = message.get("body", {})
+            metadata = {**base_metadata, **recipient.get("metadata", {})}
             messages.append(Delivered(
-                recipient["email"], substitute(message.get("subject", ""), FIELD, values),
-                substitute(body_.get("plaintext", ""), FIELD, values), substitute(body_.get("html", ""), FIELD, values),
+                recipient["email"], subject.fill(values), text.fill(values), html.fill(values),
                 hdrs, metadata, metadata.get("anymail_id", job_id), call_id))
         return Parsed(messages, 200, {"status": "success", "job_id": job_id,
                                       "emails": [m.recipient for m in messages], "failed_emails": {}})

@@ -1,13 +1,16 @@
-"""The narrow extension of anymail's Mailgun payload: the same fields as anymail's own request."""
+"""The narrow extension of anymail's payloads: the same fields as anymail's own request."""
 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 
 import pytest
 from anymail.backends.mailgun import EmailBackend as StockMailgun
+from django.utils.module_loading import import_string
 
-from alerts.sending.anymail_batch import BatchMessage, backend_class
+from alerts.sending.anymail_batch import BatchMessage, backend_class, uuid4_strings
 
 MAILGUN = "anymail.backends.mailgun.EmailBackend"
 
@@ -53,3 +56,57 @@ def test_other_merge_features_give_the_same_recipient_variables(mailgun_settings
     ours = fields(payload_data(backend_class(MAILGUN), to=to, **options))
     stock = fields(payload_data(StockMailgun, to=to, **options))
     assert json.loads(ours["recipient-variables"][0]) == json.loads(stock["recipient-variables"][0])
+
+
+# --- The JSON providers: the same request as anymail's own payload ---------------------
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+JSON_BACKENDS = {
+    "sendgrid": ({"SENDGRID_API_KEY": "key"}, {}),
+    "postmark": ({"POSTMARK_SERVER_TOKEN": "key"}, {"use_bulk_api": True}),
+    "brevo": ({"BREVO_API_KEY": "key"}, {}),
+    "unisender_go": ({"UNISENDER_GO_API_KEY": "key", "UNISENDER_GO_API_URL": "https://go1.unisender.ru/ru/transactional/api/v1/"}, {}),
+}
+READERS = [f"r{i}@example.com" for i in range(4)]
+
+
+def json_request(backend_cls, options, **message_fields):
+    """The request body a backend would post, its generated ids (uuid4) replaced by their
+    order of first appearance, so that two builds can be compared."""
+    backend = backend_cls(fail_silently=False, **options)
+    message = BatchMessage(subject="Breaking -t- {{t}}", body="Read {{ params.t }}", from_email="news@example.com",
+                           connection=backend, **message_fields)
+    message.attach_alternative("<p>Read *|t|*</p>", "text/html")
+    body = backend.build_message_payload(message, backend.send_defaults).get_request_params(backend.api_url)["data"]
+    ids: dict[str, str] = {}
+    return json.loads(UUID.sub(lambda m: ids.setdefault(m[0], f"id-{len(ids)}"), body)), len(ids)
+
+
+@pytest.mark.parametrize("name", sorted(JSON_BACKENDS))
+@pytest.mark.parametrize("own_header", ["List-Unsubscribe", "list-id"])  # the second overrides a shared one
+def test_a_json_batch_request_is_the_same_as_anymails(settings, name, own_header):
+    anymail_settings, options = JSON_BACKENDS[name]
+    settings.ANYMAIL = {**settings.ANYMAIL, **anymail_settings}
+    path = f"anymail.backends.{name}.EmailBackend"
+    supported = name != "unisender_go" or own_header == "List-Unsubscribe"  # its only merge header
+    fields = {
+        "to": READERS, "tags": ["breaking-alert"], "metadata": {"alert_id": "7"},
+        "headers": {"List-Id": "News <news.example.com>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+        "merge_data": {email: {"t": f"token-{i}"} for i, email in enumerate(READERS)},
+        "merge_headers": {email: {own_header if supported else "List-Unsubscribe": f"<https://x/u/{i}/>"}
+                          for i, email in enumerate(READERS[:3])},  # the last reader has none
+        "merge_metadata": {READERS[0]: {"alert_id": "7", "reader": "0"}},
+    }
+    ours, our_ids = json_request(backend_class(path), options, **fields)
+    stock, stock_ids = json_request(import_string(path), options, **fields)
+    assert ours == stock
+    # The same number of distinct ids, in the same places (Brevo's come from Brevo).
+    assert our_ids == stock_ids == (0 if name == "brevo" else len(READERS) if name != "postmark" else 2)
+
+
+def test_generated_ids_are_distinct_random_uuid4s():
+    ids = uuid4_strings(2000)
+    assert len(set(ids)) == 2000
+    for value in ids[:200]:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122

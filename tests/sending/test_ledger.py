@@ -316,3 +316,13 @@ def test_updating_by_id_array_matches_its_twin(readers, batch):
 def test_table_names_come_from_the_models():
     assert (ledger.ALERT, ledger.BATCH, ledger.DELIVERY, ledger.SUPPRESSION) == (
         Alert._meta.db_table, Batch._meta.db_table, Delivery._meta.db_table, Suppression._meta.db_table)
+
+
+def test_text_arrays_reach_postgresql_as_they_were():
+    from django.db import connection
+
+    values = ["", "plain", "<id@smtp-relay.mailin.fr>", 'a "quote"', "back\\slash", "{braces}, commas", "NULL",
+              "é ünïcode", " spaced "]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::text[]", [ledger.text_array(values)])
+        assert cursor.fetchone()[0] == values

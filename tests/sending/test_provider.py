@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 from django.utils import timezone
 
 from alerts.models import Batch, Delivery
@@ -76,3 +77,21 @@ def test_smtp_sends_one_message_per_recipient_over_one_connection(alert, setting
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     ids = set(Delivery.objects.values_list("message_id", flat=True))
     assert len(ids) == 5 and all(i.startswith("<") for i in ids)
+
+
+@pytest.mark.parametrize(("no_proxy", "expected"), [("", "http://proxy.example.com:3128"), ("127.0.0.1", None)])
+def test_a_kept_connection_reads_the_proxy_settings_once_as_it_opens(settings, monkeypatch, no_proxy, expected):
+    from alerts.sending import provider
+
+    settings.ANYMAIL = {**settings.ANYMAIL, "POSTMARK_SERVER_TOKEN": "key", "POSTMARK_API_URL": "http://127.0.0.1:9/"}
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/newsroom.pem")
+    connection = provider._open_connection("anymail.backends.postmark.EmailBackend", {})
+    monkeypatch.delenv("HTTP_PROXY")  # read already: later changes need a new connection
+    session = connection.session
+    assert session.trust_env is False
+    assert session.proxies.get("http") == expected
+    assert session.verify == "/etc/ssl/certs/newsroom.pem"
+    request = session.prepare_request(requests.Request("POST", connection.api_url + "email/bulk"))
+    assert session.merge_environment_settings(request.url, {}, None, None, None)["proxies"].get("http") == expected
