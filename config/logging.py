@@ -4,7 +4,7 @@ work it is about (alerts/observability/logcontext.py).
 
 Used by Django (settings.LOGGING), by the Celery worker and beat (which are told not
 to replace it: CELERY_WORKER_HIJACK_ROOT_LOGGER = False) and by gunicorn
-(config/gunicorn.py), so every process of a deployment logs alike.
+(gunicorn.conf.py), so every process of a deployment logs alike.
 """
 
 from __future__ import annotations
