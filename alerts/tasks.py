@@ -23,7 +23,12 @@ from .rights import retention
 from .rights.links import data_link_send
 from .sending.batches import RetryLater
 from .signup.drain import consent_requests_drain
-from .signup.services import confirmation_send, consent_request_process, request_confirmation_send
+from .signup.services import (
+    DRAIN_GATHER_SECONDS,
+    confirmation_send,
+    consent_request_process,
+    request_confirmation_send,
+)
 from .subscribers.reengagement import reengage_run
 from .subscribers.services import preferences_link_send
 
@@ -195,7 +200,7 @@ def drain_consent_requests() -> None:
     """Process every unprocessed signup and consent request, in batches, recording
     their confirmation emails in the outbox. Safe to run twice or side by side: each
     batch is locked (SKIP LOCKED) and marked processed as it is applied."""
-    consent_requests_drain()
+    consent_requests_drain(gather=DRAIN_GATHER_SECONDS)
 
 
 @shared_task(name="alerts.send_outbox", acks_late=True)

@@ -27,16 +27,12 @@ from .redis_cache import raw_client, raw_key
 logger = logging.getLogger(__name__)
 
 
-def enqueue(task_name: str, *, countdown: float = 0, **kwargs) -> bool:
-    """Queue the task named `task_name`, to run now or `countdown` seconds from now;
-    False (logged) if the broker cannot be reached. Raises KeyError for a name no task
-    is registered under (a typo)."""
+def enqueue(task_name: str, **kwargs) -> bool:
+    """Queue the task named `task_name` now; False (logged) if the broker cannot be
+    reached. Raises KeyError for a name no task is registered under (a typo)."""
     task = current_app.tasks[task_name]
     try:
-        if countdown:
-            task.apply_async(kwargs=kwargs, countdown=countdown)
-        else:
-            task.delay(**kwargs)
+        task.delay(**kwargs)
     except OperationalError as error:
         logger.error("Could not queue %s%s: %s", task_name, kwargs, error)
         return False
@@ -63,33 +59,27 @@ def nudge_key(task_name: str) -> str:
     return raw_key(f"nudge:{task_name}")
 
 
-def nudge(task_name: str, *, gather: float = 0) -> bool:
-    """Queue `task_name` unless a copy is already queued and not started, to run
-    `gather` seconds from now (see nudge_on_commit). One Redis round trip for most
-    callers, and never raises: with Redis down it returns False at once and the
-    sweeper queues the drain when Redis is back."""
+def nudge(task_name: str) -> bool:
+    """Queue `task_name` unless a copy is already queued and not started. One Redis
+    round trip for most callers, and never raises: with Redis down it returns False
+    at once and the sweeper queues the drain when Redis is back."""
     try:
         if not raw_client().set(nudge_key(task_name), 1, nx=True, ex=NUDGE_TTL):
             return False
     except RedisError as error:
         warn_unqueued(task_name, error)
         return False
-    return enqueue(task_name, countdown=gather)
+    return enqueue(task_name)
 
 
-def nudge_on_commit(task_name: str, *, reserved: bool | None = None, gather: float = 0) -> None:
+def nudge_on_commit(task_name: str, *, reserved: bool | None = None) -> None:
     """After the commit: nudge (reserved None); queue the drain, the caller having set
     the nudge key itself in an earlier round trip (True); or nothing, the key being
-    set already, so a drain is queued that will see this commit (False).
-
-    `gather` (seconds, under NUDGE_TTL) delays the drain so that it finds many rows
-    rather than one: while it waits, the key stays set and every new row rides on it.
-    A drain has a fixed cost (a task, a transaction, a provider call for its emails)
-    that a spike of hundreds of rows a second would otherwise pay for every few rows."""
+    set already, so a drain is queued that will see this commit (False)."""
     if reserved is None:
-        transaction.on_commit(partial(nudge, task_name, gather=gather))
+        transaction.on_commit(partial(nudge, task_name))
     elif reserved:
-        transaction.on_commit(partial(enqueue, task_name, countdown=gather))
+        transaction.on_commit(partial(enqueue, task_name))
 
 
 def nudged(task_name: str) -> None:

@@ -45,20 +45,30 @@ DRAIN_BATCH = 500
 DRAIN_BUDGET_SECONDS = 20.0
 
 
-def consent_requests_drain() -> int:
+def consent_requests_drain(*, gather: float = 0) -> int:
     """Process every unprocessed request, batch by batch, until none is left or the
     time budget is spent (then queue the next drain). Returns how many were processed.
 
-    A drain that found work queues one more, DRAIN_GATHER_SECONDS later: a signup sets
-    the nudge key in the round trip that counts its rate limit, just before its INSERT
-    commits, so a drain that started in between has not seen that row and nobody else
-    will queue one for it; the next drain does (and takes what arrived meanwhile). The
-    sweeper is the last resort. Under a spike that makes the drain a steady pulse,
-    and it ends with the first drain that finds nothing.
+    `gather` (the task passes DRAIN_GATHER_SECONDS): wait that long before reading.
+    The nudge key stays set meanwhile, so every signup of that half second rides on
+    this drain instead of queueing its own: under a spike a drain then takes hundreds
+    of requests, and the fixed cost of a drain (a task, a transaction, a provider call
+    for the emails) is not paid every few. The wait is a sleep in the worker: a
+    message with a countdown would do it without holding the process, but the Redis
+    transport then holds it unacknowledged, and a worker that loses Redis with such a
+    message in hand dies restoring it (kombu's restore_unacked), where it must carry on.
+
+    A drain that found work queues one more: a signup sets the nudge key in the round
+    trip that counts its rate limit, just before its INSERT commits, so a drain that
+    read in between has not seen that row, and nobody else will queue one for it. Under
+    a spike that makes draining a steady pulse, which ends with the first drain to find
+    nothing; the sweeper is the last resort.
 
     Safe to run twice, or side by side: each batch is locked with SKIP LOCKED and
     marked processed in the transaction that applies it; a drain that dies rolls its
     batch back for the next one."""
+    if gather:
+        time.sleep(gather)
     nudged(services.DRAIN_TASK)  # before reading: a request from now on nudges again
     started, total = time.monotonic(), 0
     while True:
@@ -70,7 +80,7 @@ def consent_requests_drain() -> int:
             nudge(services.DRAIN_TASK)
             return total
     if total:
-        nudge(services.DRAIN_TASK, gather=services.DRAIN_GATHER_SECONDS)
+        nudge(services.DRAIN_TASK)
     return total
 
 

@@ -44,7 +44,7 @@ PROCESS_TASK = "alerts.process_consent_request"  # one request per message (olde
 
 
 DRAIN_TASK = "alerts.drain_consent_requests"
-# How long a nudged drain waits before it reads (queueing.nudge_on_commit): at a
+# How long a queued drain waits before it reads (drain.consent_requests_drain): at a
 # spike's hundreds of signups a second a drain then takes a few hundred at a time
 # instead of a few, and its confirmations go in one provider call; a reader's email
 # is that much later, well inside the few seconds a confirmation may take.
@@ -78,7 +78,7 @@ def signup_request(*, email: str, marketing: bool, source: str, meta: RequestMet
         "privacy_notice_id": wording.current_id(Wording.Kind.PRIVACY), "created_at": timezone.now(),
         **(origin or SignupOrigin()).fields(),
     })
-    nudge_on_commit(DRAIN_TASK, reserved=drain_nudge, gather=DRAIN_GATHER_SECONDS)
+    nudge_on_commit(DRAIN_TASK, reserved=drain_nudge)
     return request_id
 
 

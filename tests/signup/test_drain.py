@@ -133,17 +133,18 @@ def test_a_drain_that_found_work_queues_one_more_which_finds_a_signup_that_commi
         monkeypatch):
     # The signup's nudge key is set before its INSERT commits, so a drain may read
     # just before the row exists, and that signup queued nothing (the key was set):
-    # the drain queues a follow-up, a little later, which finds it.
+    # the drain queues a follow-up, which finds it.
     from celery import current_app
 
     queued = []
-    monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "apply_async", lambda **kw: queued.append(kw))
+    monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "delay", lambda **kw: queued.append(kw))
     raw_client().delete(nudge_key(DRAIN_TASK))
     sign_up("first@example.com")
     assert drain.consent_requests_drain() == 1
     sign_up("late@example.com", drain_nudge=False)  # its nudge found the key set
-    assert queued == [{"kwargs": {}, "countdown": DRAIN_GATHER_SECONDS}]
-    assert drain.consent_requests_drain() == 1  # the follow-up
+    assert len(queued) == 1
+    raw_client().delete(nudge_key(DRAIN_TASK))  # the follow-up starts
+    assert drain.consent_requests_drain() == 1
     assert not ConsentRequest.objects.filter(processed_at__isnull=True).exists()
     assert len(queued) == 2  # it found work too, so one more; the one after finds none
 
@@ -152,7 +153,28 @@ def test_a_drain_that_found_nothing_queues_nothing(monkeypatch):
     from celery import current_app
 
     queued = []
-    monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "apply_async", lambda **kw: queued.append(kw))
+    monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "delay", lambda **kw: queued.append(kw))
     raw_client().delete(nudge_key(DRAIN_TASK))
     assert drain.consent_requests_drain() == 0
     assert queued == []
+
+
+def test_signups_made_while_a_drain_gathers_ride_on_it_without_queueing_their_own(monkeypatch):
+    from celery import current_app
+
+    queued = []
+    monkeypatch.setattr(current_app.tasks[DRAIN_TASK], "delay", lambda **kw: queued.append(kw))
+    raw_client().delete(nudge_key(DRAIN_TASK))
+    assert nudge(DRAIN_TASK) is True  # the first signup's nudge queues this drain
+    waits = []
+
+    def gathering(seconds):
+        waits.append(seconds)
+        for index in range(3):  # signups during the wait find the key set
+            assert nudge(DRAIN_TASK) is False
+            sign_up(f"meanwhile{index}@example.com")
+
+    monkeypatch.setattr(drain.time, "sleep", gathering)
+    assert drain.consent_requests_drain(gather=DRAIN_GATHER_SECONDS) == 3
+    assert waits == [DRAIN_GATHER_SECONDS]
+    assert len(queued) == 2  # the first nudge, and the follow-up of a drain that found work
