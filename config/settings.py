@@ -415,6 +415,10 @@ CELERY_DB_REUSE_MAX: int = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
 }
+# kombu's Redis transport, fixed so that a worker losing Redis with a message in hand
+# carries on instead of stopping (config/broker.py); rediss:// keeps kombu's own.
+if CELERY_BROKER_URL.startswith("redis://"):
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
 
 # Plain lines for a terminal; LOG_FORMAT=json for one JSON object per line, with the
 # alert, batch and task ids where they apply (config/logging.py).

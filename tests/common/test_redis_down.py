@@ -120,3 +120,48 @@ def test_with_redis_down_the_per_client_limit_still_holds_in_process_memory(clie
                          REMOTE_ADDR="198.51.100.7").status_code for i in range(3)]
     assert codes == [200, 200, 429]
     assert ConsentRequest.objects.count() == 2
+
+
+@pytest.mark.worker
+def test_a_worker_that_loses_redis_with_a_task_in_hand_carries_on_when_it_returns(
+        transactional_db, fake_mailgun, tmp_path):
+    """kombu's Redis transport, on a lost connection, tries to put the messages the
+    worker holds back into the Redis it has lost, and the worker used to die of it
+    (config/broker.py). Here the broker is a private Redis, stopped while the worker
+    runs a signup drain (which waits half a second as it starts), then started again:
+    the same worker, still alive, drains the signups made meanwhile."""
+    from alerts.common.consent import RequestMeta
+    from alerts.signup.services import DRAIN_TASK, signup_request
+    from tests.helpers import Worker, worker_env
+
+    require_service(shutil.which("redis-server") is not None, "redis-server")
+    broker = PrivateRedis(tmp_path)
+    broker.start()
+    worker = Worker(worker_env(fake_mailgun, CELERY_BROKER_URL=broker.url,
+                               CACHE_REDIS_URL=broker.url.replace("/0", "/1")), tmp_path / "worker.log").start()
+    from celery import current_app
+
+    def queue_drain() -> None:
+        with current_app.connection_for_write(broker.url) as connection:
+            current_app.send_task(DRAIN_TASK, connection=connection)
+
+    try:
+        signup_request(email="before@example.com", marketing=False, source="api", meta=RequestMeta(ip="203.0.113.9"),
+                       drain_nudge=False)
+        queue_drain()
+        time.sleep(0.2)  # the drain has started its half-second wait
+        broker.stop()
+        signup_request(email="during@example.com", marketing=False, source="api", meta=RequestMeta(ip="203.0.113.9"),
+                       drain_nudge=False)
+        time.sleep(2)
+        broker.start()
+        assert worker.proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+        deadline = time.monotonic() + 30
+        while ConsentRequest.objects.filter(processed_at__isnull=True).exists() and time.monotonic() < deadline:
+            queue_drain()
+            time.sleep(1)
+        assert not ConsentRequest.objects.filter(processed_at__isnull=True).exists()
+        assert worker.proc.poll() is None
+    finally:
+        worker.stop()
+        broker.stop()
