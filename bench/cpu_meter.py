@@ -35,6 +35,9 @@ class CpuMeter:
             for pid in roots:
                 for proc in self._tree(pid):
                     found[name][proc.pid] = self._cpu(proc)
+                # The children it has reaped: gunicorn recycles a worker after 10,000
+                # requests, and that worker's CPU must not leave the sum with it.
+                found[name][-pid] = self._reaped(pid)
         for pid in self._backends():
             try:
                 found["postgres"][pid] = self._cpu(self._process(pid))
@@ -44,12 +47,16 @@ class CpuMeter:
 
     @staticmethod
     def spent(before: Snapshot, after: Snapshot) -> dict[str, float]:
-        """CPU seconds of each group between the two snapshots. A process that exited
-        in between is lost (gunicorn recycles a worker after 10,000 requests: a few
-        milliseconds of error); one that started counts from zero."""
-        return {name: round(sum(seconds - before.get(name, {}).get(pid, 0.0)
-                                for pid, seconds in procs.items() if seconds == seconds), 3)
-                for name, procs in after.items()}
+        """CPU seconds of each group between the two snapshots. A process that started
+        in between counts from zero; one that exited counts through its parent's
+        reaped-children times (only the group's root reaps: gunicorn's arbiter, the
+        Celery worker's main process)."""
+        def total(procs: dict[int, float]) -> float:
+            # The group's live processes and its root's reaped children: a process
+            # that exits moves from the first to the second, whole.
+            return sum(seconds for seconds in procs.values() if seconds == seconds)  # NaN: gone meanwhile
+
+        return {name: round(total(procs) - total(before.get(name, {})), 3) for name, procs in after.items()}
 
     def _tree(self, pid: int) -> list[psutil.Process]:
         try:
@@ -71,6 +78,13 @@ class CpuMeter:
         except psutil.Error:
             return float("nan")  # gone: left out of the sum
         return times.user + times.system
+
+    def _reaped(self, pid: int) -> float:
+        try:
+            times = self._process(pid).cpu_times()
+        except psutil.Error:
+            return float("nan")
+        return times.children_user + times.children_system
 
     def _backends(self) -> list[int]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
