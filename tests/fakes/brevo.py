@@ -16,6 +16,8 @@ import re
 import sys
 import uuid
 
+import orjson
+
 from tests.fakes.esp import BadRequest, Delivered, FakeESP, Parsed, Template, _json, main
 
 FIELD = re.compile(r"\{\{\s*params\.([A-Za-z0-9_]+)\s*\}\}")
@@ -36,7 +38,7 @@ class FakeBrevo(FakeESP):
         return _json(status, {"code": "bad_request" if status == 400 else "error", "message": message})
 
     def parse(self, method, path, headers, body, call_id):
-        data = json.loads(body)
+        data = orjson.loads(body)  # the request format is plain JSON; orjson parses it in a fraction of the time
         versions = data.get("messageVersions") or [{"to": data["to"]}]
         if len(versions) > self.max_recipients:
             raise BadRequest("messageVersions: at most 1000")

@@ -11,9 +11,10 @@ command line.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
+
+import orjson
 
 from tests.fakes.esp import Delivered, FakeESP, Parsed, Template, _json, main
 
@@ -36,7 +37,7 @@ class FakeSparkPost(FakeESP):
         return _json(status, {"errors": [{"message": message}]})
 
     def parse(self, method, path, headers, body, call_id):
-        data = json.loads(body)
+        data = orjson.loads(body)  # the request format is plain JSON; orjson parses it in a fraction of the time
         content = data["content"]
         self._next_transmission += 1
         transmission = str(self._next_transmission)
