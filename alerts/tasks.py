@@ -195,12 +195,14 @@ def reengage_readers(after_id: int = 0) -> int:
     return result.asked
 
 
-@shared_task(name="alerts.drain_consent_requests", acks_late=True)
-def drain_consent_requests() -> None:
+@shared_task(name="alerts.drain_consent_requests", acks_late=True, bind=True)
+def drain_consent_requests(self) -> None:
     """Process every unprocessed signup and consent request, in batches, recording
     their confirmation emails in the outbox. Safe to run twice or side by side: each
-    batch is locked (SKIP LOCKED) and marked processed as it is applied."""
-    consent_requests_drain(gather=DRAIN_GATHER_SECONDS)
+    batch is locked (SKIP LOCKED) and marked processed as it is applied. Run eagerly
+    (CELERY_TASK_ALWAYS_EAGER), it is inside the request that queued it, where the
+    gather would only hold up the answer."""
+    consent_requests_drain(gather=0 if self.request.is_eager else DRAIN_GATHER_SECONDS)
 
 
 @shared_task(name="alerts.send_outbox", acks_late=True)
