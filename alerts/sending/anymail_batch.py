@@ -16,10 +16,8 @@ operator keeps setting EMAIL_BACKEND to the ordinary anymail path.
 from __future__ import annotations
 
 import os
-import re
 from functools import cache
 
-import orjson
 from anymail.backends.base import BasePayload
 from anymail.message import AnymailMessage
 from anymail.utils import (
@@ -300,47 +298,6 @@ class BrevoVersionsMixin:
         return self.serialize_json(self.data)
 
 
-class FastJsonMixin:
-    """Mixed into every JSON payload we extend: the request body encoded by orjson
-    instead of json.dumps, about a tenth of the CPU for a thousand personalised
-    entries, where json.dumps was the largest single cost of a batch call after the
-    merge itself.
-
-    The body is the same JSON as anymail's, but for whitespace: non-ASCII escaped as
-    json.dumps does by default (requests would otherwise send a str body as Latin-1),
-    keys that are not strings allowed, and an unserialisable value still raises the
-    TypeError anymail turns into AnymailSerializationError. The small JSON values
-    anymail puts inside the body as strings (Brevo's X-Mailin-custom, Mailjet's
-    EventPayload) keep json.dumps's exact text: the provider hands them back verbatim."""
-
-    def serialize_json(self, data):
-        if not self._is_body(data):
-            return super().serialize_json(data)
-        try:
-            text = orjson.dumps(data, default=self._json_default, option=orjson.OPT_NON_STR_KEYS).decode()
-        except orjson.JSONEncodeError:
-            return super().serialize_json(data)  # anymail's own path, for its error and message
-        return text if text.isascii() else _NON_ASCII.sub(_escaped, text)
-
-    def _is_body(self, data) -> bool:
-        # The payload's data (Unisender Go wraps it in {"message": ...}), or the list of
-        # finished entries that Resend's batch endpoint takes.
-        body = getattr(self, "data", None)
-        return (data is body or (isinstance(data, dict) and data.get("message") is body)
-                or (isinstance(data, list) and bool(data) and isinstance(data[0], dict)))
-
-
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-
-
-def _escaped(match: re.Match) -> str:
-    code = ord(match.group())
-    if code > 0xFFFF:  # outside the Basic Multilingual Plane: a surrogate pair, as json.dumps writes it
-        code -= 0x10000
-        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
-    return f"\\u{code:04x}"
-
-
 # Backends whose payload class we extend; any other backend is used exactly as is.
 _BACKENDS = "anymail.backends"
 PAYLOAD_CLASSES = {
@@ -364,9 +321,8 @@ def backend_class(path: str) -> type:
         return backend_cls
     payload_path, *extra_mixins = PAYLOAD_CLASSES[path]
     payload_cls = import_string(payload_path)
-    json_mixins = () if MultipartFormMixin in extra_mixins else (FastJsonMixin,)
     fast_payload = type(f"Prevalidated{payload_cls.__name__}",
-                        (PrevalidatedRecipientsMixin, *extra_mixins, *json_mixins, payload_cls), {})
+                        (PrevalidatedRecipientsMixin, *extra_mixins, payload_cls), {})
 
     def build_message_payload(self, message, defaults):
         return fast_payload(message, defaults, self)

@@ -16,8 +16,6 @@ import re
 import sys
 import uuid
 
-import orjson
-
 from tests.fakes.esp import BadRequest, Delivered, FakeESP, Parsed, Template, _json, main
 
 FIELD = re.compile(r"\{\{\s*params\.([A-Za-z0-9_]+)\s*\}\}")
@@ -38,7 +36,7 @@ class FakeBrevo(FakeESP):
         return _json(status, {"code": "bad_request" if status == 400 else "error", "message": message})
 
     def parse(self, method, path, headers, body, call_id):
-        data = orjson.loads(body)  # the request format is plain JSON; orjson parses it in a fraction of the time
+        data = json.loads(body)
         versions = data.get("messageVersions") or [{"to": data["to"]}]
         if len(versions) > self.max_recipients:
             raise BadRequest("messageVersions: at most 1000")

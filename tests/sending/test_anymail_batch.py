@@ -110,23 +110,3 @@ def test_generated_ids_are_distinct_random_uuid4s():
     for value in ids[:200]:
         parsed = uuid.UUID(value)
         assert str(parsed) == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
-
-
-def raw_body(backend_cls, **message_fields) -> str:
-    backend = backend_cls(fail_silently=False)
-    message = BatchMessage(from_email="news@example.com", connection=backend, **message_fields)
-    return backend.build_message_payload(message, backend.send_defaults).get_request_params(backend.api_url)["data"]
-
-
-def test_a_json_body_with_non_ascii_text_is_sent_escaped_as_anymail_sends_it(settings):
-    # The body is encoded by orjson (FastJsonMixin); a str body goes out as Latin-1, so
-    # an en dash or an emoji must arrive escaped, exactly as json.dumps would write it.
-    settings.ANYMAIL = {**settings.ANYMAIL, "SENDGRID_API_KEY": "key"}
-    path = "anymail.backends.sendgrid.EmailBackend"
-    fields = {"subject": "Missiles fired hours before Kim–Putin meeting 🚀", "body": "Séoul — ✈",
-              "to": READERS, "merge_data": {email: {"t": "ü"} for email in READERS}}
-    ours, stock = raw_body(backend_class(path), **fields), raw_body(import_string(path), **fields)
-    assert ours.isascii()
-    assert "\\u2013" in ours and "\\ud83d\\ude80" in ours  # the dash, and the emoji as a surrogate pair
-    assert json.loads(UUID.sub("id", ours)) == json.loads(UUID.sub("id", stock))
-    assert len(ours) < len(stock)  # no spaces after separators: orjson wrote it, not json.dumps
