@@ -73,13 +73,19 @@ FAKES = {
     "sendgrid": "tests.fakes.sendgrid",
     "postmark": "tests.fakes.postmark", "mandrill": "tests.fakes.mandrill", "mailjet": "tests.fakes.mailjet",
     "sparkpost": "tests.fakes.sparkpost", "brevo": "tests.fakes.brevo", "unisender_go": "tests.fakes.unisender_go",
-    "resend": "tests.fakes.resend", "amazon_ses": "tests.fakes.amazon_ses",
+    "resend": "tests.fakes.resend", "amazon_ses": "tests.fakes.amazon_ses", "mailtrap": "tests.fakes.mailtrap",
+    # One message a call.
+    "postal": "tests.fakes.postal", "scaleway": "tests.fakes.scaleway", "mailersend": "tests.fakes.mailersend",
 }
 _API_PATHS = {"sendgrid": "/v3/", "postmark": "/", "mandrill": "/api/1.0", "mailjet": "/v3.1/",
-              "sparkpost": "/api/v1/", "brevo": "/v3/", "unisender_go": "/ru/transactional/api/v1/", "resend": "/"}
+              "sparkpost": "/api/v1/", "brevo": "/v3/", "unisender_go": "/ru/transactional/api/v1/", "resend": "/",
+              "mailtrap": "/api/", "postal": "/", "scaleway": "/transactional-email/v1alpha1/regions/fr-par/",
+              "mailersend": "/v1/"}
 _KEY_NAMES = {"sendgrid": "SENDGRID_API_KEY", "postmark": "POSTMARK_SERVER_TOKEN", "mandrill": "MANDRILL_API_KEY",
               "mailjet": "MAILJET_API_KEY", "sparkpost": "SPARKPOST_API_KEY", "brevo": "BREVO_API_KEY",
-              "unisender_go": "UNISENDER_GO_API_KEY", "resend": "RESEND_API_KEY"}
+              "unisender_go": "UNISENDER_GO_API_KEY", "resend": "RESEND_API_KEY",
+              "mailtrap": "MAILTRAP_API_TOKEN", "postal": "POSTAL_API_KEY", "scaleway": "SCALEWAY_SECRET_KEY",
+              "mailersend": "MAILERSEND_API_TOKEN"}
 
 
 def backend_env(backend: str, port: int) -> dict[str, str]:
@@ -103,6 +109,8 @@ def backend_env(backend: str, port: int) -> dict[str, str]:
                f"{prefix}_API_URL": f"http://127.0.0.1:{port}{_API_PATHS[backend]}"}
         if backend == "mailjet":
             env["MAILJET_SECRET_KEY"] = "test-secret-key"  # the fake's
+        if backend == "scaleway":
+            env["SCALEWAY_PROJECT_ID"] = "11111111-2222-3333-4444-555555555555"
         return env
     return {
         "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",

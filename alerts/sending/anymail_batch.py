@@ -157,6 +157,29 @@ class PersonalisedEntriesMixin:
         return entry
 
 
+class MailtrapEntriesMixin:
+    """Mailtrap's batch API: anymail sends one request per reader over a shared base,
+    with the reader's merge data as `template_variables`, which Mailtrap fills only in
+    a template stored with it. For a message with its own body, each request instead
+    carries the reader's own subject, text and HTML (`message.merge_field_format`
+    filled from their merge data, as PersonalisedEntriesMixin does for Resend), and
+    the base keeps only what every copy shares."""
+
+    def burst_for_batch(self):
+        batch = super().burst_for_batch()
+        fields = getattr(self.message, "merge_field_format", None)
+        if not fields or "template_uuid" in batch["base"]:
+            return batch
+        base = batch["base"]
+        base.pop("template_variables", None)
+        shared = {part: base.pop(part) for part in ("subject", "text", "html") if part in base}
+        for request, email in zip(batch["requests"], self.recipients_to, strict=True):
+            request.pop("template_variables", None)
+            values = self.merge_data.get(email, {})
+            request.update(PersonalisedEntriesMixin._personalised(shared, values, fields))
+        return batch
+
+
 def uuid4_strings(count: int) -> list[str]:
     """`count` random version-4 UUIDs as strings, as `str(uuid.uuid4())` gives, from one
     read of os.urandom: anymail's one uuid4() per reader (the anymail_id that webhooks
@@ -310,6 +333,7 @@ PAYLOAD_CLASSES = {
     f"{_BACKENDS}.brevo.EmailBackend": (f"{_BACKENDS}.brevo.BrevoPayload", BrevoVersionsMixin),
     f"{_BACKENDS}.unisender_go.EmailBackend": (f"{_BACKENDS}.unisender_go.UnisenderGoPayload", UnisenderGoIdsMixin),
     f"{_BACKENDS}.resend.EmailBackend": (f"{_BACKENDS}.resend.ResendPayload", PersonalisedEntriesMixin),
+    f"{_BACKENDS}.mailtrap.EmailBackend": (f"{_BACKENDS}.mailtrap.MailtrapPayload", MailtrapEntriesMixin),
 }
 
 

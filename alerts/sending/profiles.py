@@ -26,11 +26,12 @@ A profile says, for one anymail backend (by its `esp_name`):
   (Postmark's bulk payload otherwise shares one dict and every message ends up with
   the last reader's anymail_id);
 - `entries_personalised_by_us`: the provider takes a list of finished messages
-  (Resend's batch): our payload fills each entry's fields itself.
+  (Resend's and Mailtrap's batches): our payload fills each entry's fields itself.
 
 Providers with a fake in tests/fakes/ and a test in tests/sending/test_providers.py
-are `batched`; any other backend (Postal, Scaleway, MailerSend, Mailtrap, SMTP) sends
-one personalised message per reader, over kept connections.
+are `batched`; any other backend (Postal, Scaleway, MailerSend, SMTP) sends one
+personalised message per reader, over kept connections: their fakes are driven by
+tests/sending/test_per_message_providers.py.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ PROFILES: dict[str, ProviderProfile] = {p.esp_name: p for p in (
                          " merge_headers do)"),
     ProviderProfile("Resend", 1000, 100, "@@{}@@", entries_personalised_by_us=True,
                     note="emails/batch: each entry is the reader's own copy, filled by our payload"),
+    # The batch API: up to 500 messages a call, each request over a shared base.
+    ProviderProfile("Mailtrap", 500, 500, "@@{}@@", entries_personalised_by_us=True,
+                    note="api/batch: each request is the reader's own copy, filled by our payload, with its"
+                         " own headers"),
     ProviderProfile("Amazon SES", 500, 50, "{{{{{}}}}}", stored_template=True,
                     note="SESv2 SendBulkEmail: a stored template per alert, each entry's"
                          " ReplacementTemplateData and ReplacementHeaders (List-Unsubscribe)"),

@@ -558,4 +558,8 @@ def _backend_sender(rendered: RenderedAlert, profile: SendingProfile, make_token
 
 def _message_id(message) -> str:
     status = getattr(message, "anymail_status", None)
-    return (status.message_id or "") if status is not None and isinstance(status.message_id, str) else ""
+    message_id = status.message_id if status is not None else None
+    # Postal's ids are numbers (its webhooks carry the same number back).
+    if isinstance(message_id, int) and not isinstance(message_id, bool):
+        return str(message_id)
+    return message_id if isinstance(message_id, str) else ""

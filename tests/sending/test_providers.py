@@ -19,6 +19,7 @@ from tests.factories import make_subscriber
 from tests.fakes.amazon_ses import FakeAmazonSES
 from tests.fakes.brevo import FakeBrevo
 from tests.fakes.mailjet import FakeMailjet
+from tests.fakes.mailtrap import FakeMailtrap
 from tests.fakes.mandrill import FakeMandrill
 from tests.fakes.postmark import FakePostmark
 from tests.fakes.resend import FakeResend
@@ -43,6 +44,8 @@ PROVIDERS = {
     "Unisender Go": (FakeUnisenderGo, "unisender_go",
                      lambda f: {"UNISENDER_GO_API_KEY": f.api_key, "UNISENDER_GO_API_URL": f.api_url}),
     "Resend": (FakeResend, "resend", lambda f: {"RESEND_API_KEY": f.api_key, "RESEND_API_URL": f.api_url}),
+    "Mailtrap": (FakeMailtrap, "mailtrap",
+                 lambda f: {"MAILTRAP_API_TOKEN": f.api_key, "MAILTRAP_API_URL": f.api_url}),
     "Amazon SES": (FakeAmazonSES, "amazon_ses", lambda f: {"AMAZON_SES_CLIENT_PARAMS": {
         "endpoint_url": f.api_url, "region_name": "eu-west-1", "aws_access_key_id": f.api_key,
         "aws_secret_access_key": "fake-secret"}}),
