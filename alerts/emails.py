@@ -239,11 +239,11 @@ def alert_message(alert: Alert, *, to: str, token: str, connection=None) -> Emai
 
 
 def personalised_copy(rendered: RenderedAlert, *, to: str, links: dict[str, str],
-                      connection=None) -> EmailMultiAlternatives:
+                      connection=None, message_class=EmailMultiAlternatives) -> EmailMultiAlternatives:
     headers = {name: personalise(value, links) for name, value in rendered.headers.items()}
     # Our own Message-ID, so the ledger can record it for SMTP sends too.
     headers["Message-ID"] = make_msgid(domain=urlsplit(settings.SITE_URL).hostname or "localhost")
-    message = EmailMultiAlternatives(
+    message = message_class(
         rendered.subject, personalise(rendered.text, links), settings.DEFAULT_FROM_EMAIL, [to],
         headers=headers, connection=connection,
     )

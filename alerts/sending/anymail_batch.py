@@ -15,6 +15,7 @@ operator keeps setting EMAIL_BACKEND to the ordinary anymail path.
 
 from __future__ import annotations
 
+import functools
 import os
 from functools import cache
 
@@ -68,6 +69,11 @@ def _trusted_address(addr_spec: str) -> EmailAddress:
     return TrustedAddress(addr_spec) if addr_spec.isascii() else EmailAddress(addr_spec=addr_spec)
 
 
+@functools.lru_cache(maxsize=16)
+def _parsed_sender(value: str) -> tuple[EmailAddress, ...]:
+    return tuple(parse_address_list(value, field="from_email"))
+
+
 def _merge_data_combiner(default, value):
     # Without an ANYMAIL MERGE_DATA default there is nothing to merge: take the
     # message's dict as it is, rather than copying a thousand per-recipient dicts.
@@ -79,7 +85,7 @@ class PrevalidatedRecipientsMixin:
     re-copying merge data and merge metadata that are already plain strings."""
 
     base_message_attrs = tuple(
-        ("to", concat_lists, "convert_to") if attr == "to" else (attr, combiner, converter)
+        (attr, combiner, f"convert_{attr}") if attr in ("to", "from_email") else (attr, combiner, converter)
         for attr, combiner, converter in BasePayload.base_message_attrs
     )
     anymail_message_attrs = tuple(
@@ -92,6 +98,12 @@ class PrevalidatedRecipientsMixin:
         if getattr(self.message, "prevalidated_recipients", False):
             return [_trusted_address(addr) for addr in value]
         return parse_address_list(value, field="to")
+
+    def convert_from_email(self, value):
+        # Every message of a send has the same sender (DEFAULT_FROM_EMAIL): parsed once.
+        if isinstance(value, str):
+            return list(_parsed_sender(value))
+        return parse_address_list(value, field="from_email")
 
     def convert_merge_data(self, value):
         if getattr(self.message, "prevalidated_recipients", False):
@@ -333,6 +345,10 @@ PAYLOAD_CLASSES = {
     f"{_BACKENDS}.brevo.EmailBackend": (f"{_BACKENDS}.brevo.BrevoPayload", BrevoVersionsMixin),
     f"{_BACKENDS}.unisender_go.EmailBackend": (f"{_BACKENDS}.unisender_go.UnisenderGoPayload", UnisenderGoIdsMixin),
     f"{_BACKENDS}.resend.EmailBackend": (f"{_BACKENDS}.resend.ResendPayload", PersonalisedEntriesMixin),
+    # One message a call: only the address parsing skipped.
+    f"{_BACKENDS}.postal.EmailBackend": (f"{_BACKENDS}.postal.PostalPayload",),
+    f"{_BACKENDS}.scaleway.EmailBackend": (f"{_BACKENDS}.scaleway.ScalewayPayload",),
+    f"{_BACKENDS}.mailersend.EmailBackend": (f"{_BACKENDS}.mailersend.MailerSendPayload",),
     f"{_BACKENDS}.mailtrap.EmailBackend": (f"{_BACKENDS}.mailtrap.MailtrapPayload", MailtrapEntriesMixin),
 }
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import requests
 from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailUnsupportedFeature
 from django.conf import settings
-from django.core.mail import get_connection
+from django.core.mail import EmailMultiAlternatives, get_connection
 
 from ..common.cache import ProcessCache
 from ..common.tokens import link_tokens
@@ -513,13 +513,18 @@ def _thread_connection(profile: SendingProfile):
         cache = _local.backends = {}
     key = _connection_key(profile.backend_path)
     if key not in cache:
-        cache[key] = _without_own_retries(get_connection(profile.backend_path, fail_silently=False))
+        cache[key] = _without_own_retries(backend_class(profile.backend_path)(fail_silently=False))
         cache[key].open()
         _read_environment_once(cache[key])
     return cache[key]
 
 
 def _backend_sender(rendered: RenderedAlert, profile: SendingProfile, make_token):
+    make_links = subscriber_links_maker()
+    # An anymail provider's copies skip its re-parse of the reader's address
+    # (anymail_batch.PrevalidatedRecipientsMixin): validated at signup.
+    message_class = BatchMessage if profile.esp_name else EmailMultiAlternatives
+
     def send_share(share):
         results: list[Outcome] = []
         keep = bool(profile.esp_name)
@@ -529,8 +534,8 @@ def _backend_sender(rendered: RenderedAlert, profile: SendingProfile, make_token
             if not keep:
                 connection.open()
             for subscriber_id, email in share:
-                copy = personalised_copy(rendered, to=email, links=subscriber_links(make_token(subscriber_id)),
-                                         connection=connection)
+                copy = personalised_copy(rendered, to=email, links=make_links(make_token(subscriber_id)),
+                                         connection=connection, message_class=message_class)
                 try:
                     copy.send()
                 except (smtplib.SMTPRecipientsRefused, AnymailRecipientsRefused) as error:
