@@ -24,7 +24,6 @@ from anymail.message import AnymailMessage
 from anymail.utils import (
     UNSET,
     EmailAddress,
-    concat_lists,
     force_non_lazy_dict,
     merge_dicts_one_level,
     parse_address_list,

@@ -110,3 +110,24 @@ def test_generated_ids_are_distinct_random_uuid4s():
     for value in ids[:200]:
         parsed = uuid.UUID(value)
         assert str(parsed) == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("sender", ["news@example.com", "The Daily Courier <alerts@news.example.com>",
+                                    '"Courier, The" <alerts@news.example.com>'])
+@pytest.mark.parametrize("path", ["anymail.backends.postal.EmailBackend", "anymail.backends.scaleway.EmailBackend",
+                                  "anymail.backends.mailersend.EmailBackend"])
+def test_a_one_message_request_is_anymails_own_with_the_sender_parsed_once(settings, path, sender):
+    settings.ANYMAIL = {**settings.ANYMAIL, "POSTAL_API_KEY": "k", "POSTAL_API_URL": "https://postal.example.com",
+                        "SCALEWAY_SECRET_KEY": "k", "SCALEWAY_PROJECT_ID": "p", "MAILERSEND_API_TOKEN": "k"}
+
+    def body(backend_cls):
+        backend = backend_cls(fail_silently=False)
+        message = BatchMessage(subject="Breaking", body="Read", from_email=sender, to=["reader@example.com"],
+                               headers={"List-Unsubscribe": "<https://news.example.com/u/t/>"}, connection=backend)
+        message.attach_alternative("<p>Read</p>", "text/html")
+        return json.loads(backend.build_message_payload(message, backend.send_defaults).serialize_data())
+
+    ours = backend_class(path)
+    assert ours is not import_string(path)
+    assert body(ours) == body(import_string(path))
+    assert body(ours) == body(ours)  # the cached sender gives the same on the next message
