@@ -185,6 +185,29 @@ def request_link(client, email: str = "alice@example.com", **extra):
 # --- Sending an alert (tests/sending/, tests/publishing/, tests/test_models.py) -------
 
 
+# --- Providers' fakes (tests/sending/test_providers.py, test_per_message_providers.py) ---
+
+# A reader's own link in an email, its token in group 1.
+READER_LINK = re.compile(r"https://news\.example\.com/u/([^/\s\"<>]+)/")
+
+
+def link_owner(token: str) -> int:
+    """The subscriber a link token belongs to."""
+    return link_tokens.read_for_unsubscribe(token)
+
+
+def fake_provider(settings, providers: dict, esp_name: str):
+    """Start `esp_name`'s fake from `providers` (esp_name -> (fake class, anymail backend
+    module, ANYMAIL settings for the fake)) and point EMAIL_BACKEND at it: a generator
+    for a fixture to yield from."""
+    fake_class, module, anymail = providers[esp_name]
+    with fake_class() as fake:
+        settings.EMAIL_BACKEND = f"anymail.backends.{module}.EmailBackend"
+        settings.ANYMAIL = {**settings.ANYMAIL, **anymail(fake)}
+        fake.esp_name = esp_name
+        yield fake
+
+
 def publish_and_cut(alert, batch_size=None, settings=None):
     if settings is not None and batch_size:
         settings.FANOUT_BATCH_SIZE = batch_size

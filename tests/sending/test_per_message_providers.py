@@ -5,12 +5,9 @@ in the ledger, and a failure part-way resending nobody already accepted."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from django.utils import timezone
 
-from alerts.common.tokens import link_tokens
 from alerts.models import Batch, Delivery, Subscriber
 from alerts.publishing import fanout
 from alerts.sending import batches as batch_engine
@@ -19,7 +16,7 @@ from tests.factories import make_subscriber
 from tests.fakes.mailersend import FakeMailerSend
 from tests.fakes.postal import FakePostal
 from tests.fakes.scaleway import FakeScaleway
-from tests.helpers import publish_and_cut, send_all
+from tests.helpers import READER_LINK, fake_provider, link_owner, publish_and_cut, send_all
 
 pytestmark = pytest.mark.django_db
 
@@ -32,21 +29,11 @@ PROVIDERS = {
     "MailerSend": (FakeMailerSend, "mailersend",
                    lambda f: {"MAILERSEND_API_TOKEN": f.api_key, "MAILERSEND_API_URL": f.api_url}),
 }
-LINK = re.compile(r"https://news\.example\.com/u/([^/\s\"<>]+)/")
 
 
 @pytest.fixture(params=sorted(PROVIDERS))
 def provider(request, settings):
-    fake_class, module, anymail = PROVIDERS[request.param]
-    with fake_class() as fake:
-        settings.EMAIL_BACKEND = f"anymail.backends.{module}.EmailBackend"
-        settings.ANYMAIL = {**settings.ANYMAIL, **anymail(fake)}
-        fake.esp_name = request.param
-        yield fake
-
-
-def _owner(token: str) -> int:
-    return link_tokens.read_for_unsubscribe(token)
+    yield from fake_provider(settings, PROVIDERS, request.param)
 
 
 def test_each_reader_gets_one_message_of_their_own(alert, settings, provider):
@@ -63,9 +50,9 @@ def test_each_reader_gets_one_message_of_their_own(alert, settings, provider):
         assert message.subject == "Missiles fired <b>hours</b> before summit"
         assert "&lt;b&gt;hours&lt;/b&gt;" in message.html
         for part in (message.html, message.text):
-            tokens = LINK.findall(part)
-            assert tokens and {_owner(t) for t in tokens} == {own}
-        assert _owner(LINK.fullmatch(message.header("List-Unsubscribe").strip("<>"))[1]) == own
+            tokens = READER_LINK.findall(part)
+            assert tokens and {link_owner(t) for t in tokens} == {own}
+        assert link_owner(READER_LINK.fullmatch(message.header("List-Unsubscribe").strip("<>"))[1]) == own
         assert message.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
         assert "breaking-news.news.example.com" in message.header("List-Id")
 

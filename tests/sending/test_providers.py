@@ -5,12 +5,10 @@ ledger keeping the provider's message ids, and its errors sorted into retry or n
 from __future__ import annotations
 
 import math
-import re
 
 import pytest
 from django.utils import timezone
 
-from alerts.common.tokens import link_tokens
 from alerts.models import Batch, Delivery, Subscriber
 from alerts.publishing import fanout
 from alerts.sending import batches as batch_engine
@@ -26,7 +24,7 @@ from tests.fakes.resend import FakeResend
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.sparkpost import FakeSparkPost
 from tests.fakes.unisender_go import FakeUnisenderGo
-from tests.helpers import publish_and_cut, send_all
+from tests.helpers import READER_LINK, fake_provider, link_owner, publish_and_cut, send_all
 
 pytestmark = pytest.mark.django_db
 
@@ -50,22 +48,12 @@ PROVIDERS = {
         "endpoint_url": f.api_url, "region_name": "eu-west-1", "aws_access_key_id": f.api_key,
         "aws_secret_access_key": "fake-secret"}}),
 }
-LINK = re.compile(r"https://news\.example\.com/u/([^/\s\"<>]+)/")
 READERS = 120
 
 
 @pytest.fixture(params=sorted(PROVIDERS))
 def provider(request, settings):
-    fake_class, module, anymail = PROVIDERS[request.param]
-    with fake_class() as fake:
-        settings.EMAIL_BACKEND = f"anymail.backends.{module}.EmailBackend"
-        settings.ANYMAIL = {**settings.ANYMAIL, **anymail(fake)}
-        fake.esp_name = request.param
-        yield fake
-
-
-def _owner(token: str) -> int:
-    return link_tokens.read_for_unsubscribe(token)
+    yield from fake_provider(settings, PROVIDERS, request.param)
 
 
 def test_each_batch_is_one_call_and_each_reader_gets_their_own_links(alert, settings, provider):
@@ -86,14 +74,14 @@ def test_each_batch_is_one_call_and_each_reader_gets_their_own_links(alert, sett
         assert "&lt;b&gt;hours&lt;/b&gt;" in message.html
         # Every link in both parts is the reader's own, and no merge field is left.
         for part in (message.html, message.text):
-            tokens = LINK.findall(part)
-            assert tokens and {_owner(t) for t in tokens} == {own}
+            tokens = READER_LINK.findall(part)
+            assert tokens and {link_owner(t) for t in tokens} == {own}
             assert profile.merge_field.format("t") not in part
         if profile.unsubscribe == PROVIDER:
             assert message.header("List-Unsubscribe") is None
         else:
             header = message.header("List-Unsubscribe")
-            assert _owner(LINK.fullmatch(header.strip("<>"))[1]) == own
+            assert link_owner(READER_LINK.fullmatch(header.strip("<>"))[1]) == own
             assert message.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
         assert "breaking-news.news.example.com" in message.header("List-Id")
 
